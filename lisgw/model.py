@@ -1,0 +1,124 @@
+"""Normalized domain model: what every analyzer message becomes, whatever its protocol.
+
+Layer: domain (pure). Imports nothing but the standard library. The drivers turn decoded
+ASTM records and HL7 segments into these frozen dataclasses; the routing core, the store and
+the HIS bridge only ever see these.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+
+class Protocol(enum.StrEnum):
+    ASTM = "astm"
+    HL7 = "hl7"
+    UNKNOWN = "unknown"
+
+
+class Kind(enum.StrEnum):
+    """What a message is for, from the gateway's point of view."""
+
+    RESULTS = "results"
+    QUERY = "query"
+    QUERY_CANCEL = "query_cancel"
+    ORDERS = "orders"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One analyzer result. ``value`` is the value as sent, trimmed; nothing is converted."""
+
+    test: str
+    value: str
+    test_name: str = ""
+    units: str = ""
+    reference_range: str = ""
+    flags: str = ""
+    status: str = ""
+    completed_at: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "test": self.test,
+            "test_name": self.test_name,
+            "value": self.value,
+            "units": self.units,
+            "reference_range": self.reference_range,
+            "flags": self.flags,
+            "status": self.status,
+            "completed_at": self.completed_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Specimen:
+    """A sample on the analyzer: its ID, whether it is QC, its results or ordered tests."""
+
+    sample_id: str
+    qc: bool = False
+    results: tuple[Result, ...] = ()
+    tests: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "sample_id": self.sample_id,
+            "qc": self.qc,
+            "results": [r.to_json() for r in self.results],
+        }
+        if self.tests:
+            out["tests"] = list(self.tests)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A host query (the analyzer asks for orders) or its cancellation."""
+
+    sample_ids: tuple[str, ...] = ()
+    query_tag: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sample_ids": list(self.sample_ids)}
+        if self.query_tag:
+            out["query_tag"] = self.query_tag
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedMessage:
+    """One message from a line or a capture, normalized.
+
+    ``incomplete`` marks a transmission that ended without EOT: its content is kept for the
+    technician but never reported as results. ``offset`` is where the message started in the
+    stream, for error reports.
+    """
+
+    protocol: Protocol
+    kind: Kind
+    sender: str = ""
+    specimens: tuple[Specimen, ...] = ()
+    query: Query | None = None
+    warnings: tuple[str, ...] = ()
+    incomplete: bool = False
+    offset: int = 0
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "protocol": str(self.protocol),
+            "kind": str(self.kind),
+            "sender": self.sender,
+            "specimens": [s.to_json() for s in self.specimens],
+        }
+        if self.query is not None:
+            out["query"] = self.query.to_json()
+        if self.incomplete:
+            out["incomplete"] = True
+        out["offset"] = self.offset
+        out.update(dict(self.extra))
+        out["warnings"] = list(self.warnings)
+        return out

@@ -1,0 +1,1 @@
+"""Service tree: analyzer links, HIS bridge, outbox dispatcher (issue 6)."""

@@ -1,0 +1,1 @@
+"""Simulator engines for analyzers and the HIS (issue 6)."""

@@ -1,0 +1,1 @@
+"""Durable store: SQLAlchemy schema, repository API, Alembic migrations (issue 5)."""
