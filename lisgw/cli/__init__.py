@@ -1,0 +1,29 @@
+"""The ``lisgw`` command line (click).
+
+Layer: interface, the top of the import graph. Each sub-command lives in its own module and
+is registered here.
+"""
+
+from __future__ import annotations
+
+import click
+
+from lisgw import __version__
+from lisgw.cli.decode import decode
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, prog_name="lisgw")
+def main() -> None:
+    """lisgw: a laboratory instrument gateway between analyzers and the HIS.
+
+    \b
+    Examples:
+      lisgw decode capture.bin              # what did this analyzer send?
+      lisgw decode --format text *.bin      # one readable line per message
+    """
+
+
+main.add_command(decode)
