@@ -30,7 +30,15 @@ class Kind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """One analyzer result. ``value`` is the value as sent, trimmed; nothing is converted."""
+    """One analyzer result. ``value`` is the value as sent, trimmed; nothing is converted.
+
+    ``numeric`` is the value read as a number where it is one (``7,41`` → 7.41 for analyzers
+    that write a decimal comma, ``>8`` → 8.0 with ``censor`` ``>``), else None. ``flags`` and
+    ``status`` are as sent; ``flag_meanings`` and ``status_meaning`` are the driver's reading of
+    them in the gateway's words (``low``, ``critical_high``, ``final`` …), empty where the
+    driver does not know a code. ``completed_at`` is ISO 8601, with the connection's zone
+    offset when one is configured.
+    """
 
     test: str
     value: str
@@ -40,6 +48,11 @@ class Result:
     flags: str = ""
     status: str = ""
     completed_at: str = ""
+    numeric: float | None = None
+    censor: str = ""
+    flag_meanings: tuple[str, ...] = ()
+    status_meaning: str = ""
+    comments: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +64,11 @@ class Result:
             "flags": self.flags,
             "status": self.status,
             "completed_at": self.completed_at,
+            "numeric": self.numeric,
+            "censor": self.censor,
+            "flag_meanings": list(self.flag_meanings),
+            "status_meaning": self.status_meaning,
+            "comments": list(self.comments),
         }
 
 
@@ -62,6 +80,7 @@ class Specimen:
     qc: bool = False
     results: tuple[Result, ...] = ()
     tests: tuple[str, ...] = ()
+    comments: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -71,7 +90,21 @@ class Specimen:
         }
         if self.tests:
             out["tests"] = list(self.tests)
+        if self.comments:
+            out["comments"] = list(self.comments)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """Who sent a message, as the analyzer says it: ASTM H.5 components, HL7 MSH-3."""
+
+    name: str = ""
+    serial: str = ""
+    software: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "serial": self.serial, "software": self.software}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +127,10 @@ class NormalizedMessage:
 
     ``incomplete`` marks a transmission that ended without EOT: its content is kept for the
     technician but never reported as results. ``offset`` is where the message started in the
-    stream, for error reports.
+    stream, for error reports. ``driver`` names the profile that read the message
+    (``name@version``). ``raw`` holds the bytes of a payload a driver recognised as "not mine"
+    (a device on the same line that speaks neither ASTM nor HL7): they are kept as they came,
+    never turned into results.
     """
 
     protocol: Protocol
@@ -106,19 +142,28 @@ class NormalizedMessage:
     incomplete: bool = False
     offset: int = 0
     extra: tuple[tuple[str, str], ...] = ()
+    driver: str = ""
+    instrument: Instrument | None = None
+    raw: bytes = b""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "protocol": str(self.protocol),
             "kind": str(self.kind),
             "sender": self.sender,
+            "driver": self.driver,
             "specimens": [s.to_json() for s in self.specimens],
         }
+        if self.instrument is not None:
+            out["instrument"] = self.instrument.to_json()
         if self.query is not None:
             out["query"] = self.query.to_json()
         if self.incomplete:
             out["incomplete"] = True
         out["offset"] = self.offset
+        if self.raw:
+            # Latin-1 maps every byte to one character, so the text is the bytes, losslessly.
+            out["raw"] = self.raw.decode("latin-1")
         out.update(dict(self.extra))
         out["warnings"] = list(self.warnings)
         return out

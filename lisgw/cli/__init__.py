@@ -10,6 +10,7 @@ import click
 
 from lisgw import __version__
 from lisgw.cli.decode import decode
+from lisgw.cli.drivers import drivers
 
 
 @click.group(
@@ -23,7 +24,10 @@ def main() -> None:
     Examples:
       lisgw decode capture.bin              # what did this analyzer send?
       lisgw decode --format text *.bin      # one readable line per message
+      lisgw drivers list                    # the analyzers the catalogue knows
+      lisgw drivers check my-analyzer.yaml  # validate a new driver profile
     """
 
 
 main.add_command(decode)
+main.add_command(drivers)

@@ -33,13 +33,27 @@ def test_json_lines_have_the_documented_shape(corpus_dir: Path) -> None:
     lines = out.splitlines()
     assert len(lines) == 1
     message = json.loads(lines[0])
-    for key in ("protocol", "kind", "sender", "specimens", "warnings"):
+    for key in ("protocol", "kind", "sender", "driver", "specimens", "offset", "warnings"):
         assert key in message
     assert message["protocol"] == "astm"
     assert message["kind"] == "results"
     assert message["sender"] == "cobas-e411"
+    assert message["driver"] == "roche-cobas-e411@1"
     result = message["specimens"][0]["results"][0]
-    for key in ("test", "test_name", "value", "units", "flags", "status", "completed_at"):
+    for key in (
+        "test",
+        "test_name",
+        "value",
+        "units",
+        "flags",
+        "status",
+        "completed_at",
+        "numeric",
+        "censor",
+        "flag_meanings",
+        "status_meaning",
+        "comments",
+    ):
         assert key in result
 
 
