@@ -134,20 +134,28 @@ def _read(path: Path, problems: list[str]) -> ProfileSource | None:
 def _identity(
     path: Path, label: str, data: dict[str, Any], problems: list[str]
 ) -> ProfileSource | None:
+    """The file's name@version. A missing or bad one is reported and replaced by a placeholder
+    (the load fails anyway) so that inheritance and field checks still run: every problem in
+    a file is reported at once, not one stage at a time."""
     has_driver, has_definition = "driver" in data, "definition" in data
     if has_driver == has_definition:
         problems.append(
             f"{label}: driver: a profile names itself with exactly one of `driver:` (analyzer "
             "drivers) or `definition:` (protocol definitions)"
         )
-        return None
     if "version" not in data:
         problems.append(f"{label}: version: missing (a positive integer)")
-        return None
-    name, version = data["definition" if has_definition else "driver"], data["version"]
-    if not (isinstance(name, str) and NAME.match(name)) or not isinstance(version, int):
-        return None  # already reported by the schema
+    name, version = data.get("definition" if has_definition else "driver"), data.get("version")
+    if not (isinstance(name, str) and NAME.match(name)):
+        name = _placeholder_name(path)  # a bad name was reported by the schema
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        version = 1  # likewise
     return ProfileSource(name, version, has_definition, path, label, data)
+
+
+def _placeholder_name(path: Path) -> str:
+    """A name no valid profile can have (it starts with '-'), unique per file."""
+    return f"-invalid-{path.resolve()}"
 
 
 # Inheritance ----------------------------------------------------------------------------------
@@ -186,7 +194,7 @@ def _chain(
             return None  # reported by the schema
         parent = index.find(current.parent)
         if parent is None:
-            known = ", ".join(sorted(index.latest)) or "none"
+            known = ", ".join(sorted(k for k in index.latest if not k.startswith("-"))) or "none"
             problems.append(
                 f'{current.label}: inherits: unknown parent "{current.parent}" (known: {known})'
             )

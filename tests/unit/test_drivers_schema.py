@@ -245,7 +245,10 @@ def test_problems_in_several_files_are_collected(tmp_path: Path) -> None:
     b = write(tmp_path, "b.yaml", "driver: B\nversion: 0\n")
     c = write(tmp_path, "c.yaml", "driver: c\nversion: 1\ninherits: astm-generic\nvalue: 3\n")
     found = problems_of(a, b, c)
-    assert f'{a}: inherits: unknown parent "nowhere" (known: ' in found[-1]
+    assert any(f'{a}: inherits: unknown parent "nowhere" (known: ' in p for p in found)
+    # b's bad name and version do not stop the later checks: its missing protocol is reported
+    # in the same run.
+    assert f"{b}: protocol: missing: set astm, hl7 or other here or in a parent" in found
     assert found[:3] == [
         f"{b}: driver: \"B\" is not a name (lower-case letters, digits and '-', starting with a"
         " letter or digit)",
@@ -277,11 +280,12 @@ def test_file_level_errors(tmp_path: Path) -> None:
     (problem,) = problems_of(listing, builtin=False)
     assert problem.endswith("a profile is a YAML mapping (key: value lines)")
     both = write(tmp_path, "both.yaml", "driver: x\ndefinition: x\nversion: 1\n")
-    (problem,) = problems_of(both, builtin=False)
-    assert "exactly one of `driver:`" in problem
+    found = problems_of(both, builtin=False)
+    assert "exactly one of `driver:`" in found[0]
+    assert any("protocol: missing" in p for p in found)  # the later checks still ran
     noversion = write(tmp_path, "nov.yaml", "driver: x\nprotocol: astm\n")
-    (problem,) = problems_of(noversion, builtin=False)
-    assert problem.endswith("version: missing (a positive integer)")
+    found = problems_of(noversion, builtin=False)
+    assert found[0].endswith("version: missing (a positive integer)")
     (problem,) = problems_of(tmp_path / "absent.yaml", builtin=False)
     assert "absent.yaml: cannot read" in problem
 
