@@ -19,6 +19,8 @@ Tolerated deviations seen in the corpus become ProtocolWarning or Noise events, 
 silent loss: doubled ENQ, stray ACK/NAK/EOT, frames with no ENQ, reused frame numbers.
 Memory stays bounded: a frame over ``max_frame_size`` or one that would make a record
 longer than ``max_record_size`` is NAKed; the sender gives up after its retries (§6.5.1).
+Records come out one RecordReceived each or, with ``LinkOptions(batch_records=True)``, one
+RecordsReceived per acknowledged frame (same records, same offsets, far fewer events).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from lisgw.astm.events import (
     MessageDelivered,
     Noise,
     ProtocolWarning,
+    RecordReceived,
+    RecordsReceived,
     Sentinel,
     TransferEnded,
     TransferIncomplete,
@@ -78,6 +82,9 @@ class LinkOptions:
     max_retries: int = 6  # §6.5.1: the sixth NAK (or busy NAK) aborts the message
     max_text: int = fr.MAX_TEXT
     timers: LinkTimers = field(default_factory=LinkTimers)
+    # One RecordsReceived per acknowledged frame instead of a RecordReceived per record:
+    # the same records and offsets, far fewer events for callers that take them in bulk.
+    batch_records: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -104,6 +111,20 @@ class LinkState(Enum):
     SENDING_FRAME = "sending-frame"  # we sent a frame; awaiting ACK, NAK or EOT
     CLOSED = "closed"
 
+    # Members are singletons that compare by identity, so the identity hash is a valid one;
+    # Enum's own __hash__ is a Python call, paid on every dispatch in next_event().
+    __hash__ = object.__hash__
+
+
+# Module-level names for the states: looking a member up on the Enum class costs about as
+# much as a Python call, and next_event() tests the state once or twice per event.
+_IDLE: Final = LinkState.IDLE
+_RECEIVING: Final = LinkState.RECEIVING
+_FRAME_PENDING: Final = LinkState.FRAME_PENDING
+_SENDING_ENQ: Final = LinkState.SENDING_ENQ
+_SENDING_FRAME: Final = LinkState.SENDING_FRAME
+_CLOSED: Final = LinkState.CLOSED
+
 
 class _Input(Enum):
     """What the next received byte means to the state machine."""
@@ -125,7 +146,7 @@ class _Outgoing:
     refusals: int = 0  # §6.2 busy NAKs to our ENQ
 
 
-_SENDING: Final = (LinkState.SENDING_ENQ, LinkState.SENDING_FRAME)
+_SENDING: Final = (_SENDING_ENQ, _SENDING_FRAME)
 
 
 class AstmLink:
@@ -135,8 +156,9 @@ class AstmLink:
         self.options = options
         lf_separators = options.lf_separators or options.lenient
         self._max_record = options.max_record_size
+        self._batch_records = options.batch_records
         self._timers = options.timers
-        self._state = LinkState.IDLE
+        self._state = _IDLE
         self._events: deque[Event] = deque()
         self._out = bytearray()
         self._now = 0.0
@@ -153,6 +175,7 @@ class AstmLink:
         self._pending: FrameReceived | None = None
         self._last_number: int | None = None
         self._last_raw = b""
+        self._expected_number = 1  # §6.3.2: the first frame of a transfer is number 1
         self._frames_in_session = 0
         self._mid_message = False
         self._last_reply_nak = False
@@ -185,19 +208,22 @@ class AstmLink:
             raise LocalProtocolError("receive_data() after close()")
         self._now = now
         self._scanner.buf += data
-        if data and self._state is LinkState.RECEIVING:
+        if data and self._state is _RECEIVING:
             # A long frame on a slow serial line is still a frame arriving (§6.5.2).
             self._deadline = now + self._timers.frame_timeout
 
     def next_event(self) -> Event | Sentinel:
         """The next event; NEED_DATA when the bytes are used up, PAUSED while a
         FrameReceived awaits acknowledge() or reject()."""
-        events, scanner = self._events, self._scanner
+        events = self._events
+        if events:
+            return events.popleft()
+        scanner = self._scanner
         while not events:
             state = self._state
-            if state is LinkState.FRAME_PENDING:
+            if state is _FRAME_PENDING:
                 return PAUSED
-            if state is LinkState.CLOSED:
+            if state is _CLOSED:
                 return NEED_DATA
             pos = scanner.pos
             if scanner.unfinished is not None or pos >= len(scanner.buf):
@@ -217,13 +243,20 @@ class AstmLink:
         pending = self._take_pending("acknowledge")
         self._out.append(fr.ACK)
         self._last_reply_nak = False
-        self._state = LinkState.RECEIVING
+        self._state = _RECEIVING
         self._deadline = now + self._timers.frame_timeout
-        self._last_number, self._last_raw = pending.number, pending.raw
-        self._mid_message = not pending.final
-        self._events.extend(self._splitter.feed(pending.text, pending.offset + 2))
-        if pending.final:
-            self._events.extend(self._splitter.flush())
+        number, final = pending.number, pending.final
+        self._last_number, self._last_raw = number, pending.raw
+        self._expected_number = (number + 1) % 8
+        self._mid_message = not final
+        # E1381 §6.3.1: the final (ETX) frame of a message also ends its last record.
+        records, offsets = self._splitter.split(pending.text, pending.offset + 2, final=final)
+        if not records:
+            return
+        if self._batch_records:
+            self._events.append(RecordsReceived(records, offsets))
+        else:
+            self._events.extend(map(RecordReceived, records, offsets))
 
     def reject(self, now: float) -> None:
         """The caller could not commit the pending frame: NAK it (the sender retransmits)."""
@@ -254,7 +287,7 @@ class AstmLink:
         self._next_id += 1
         self._queue.append(message)
         self._now = now
-        if self._state is LinkState.IDLE:
+        if self._state is _IDLE:
             self._start_next_message(now)
         return message.message_id
 
@@ -262,9 +295,9 @@ class AstmLink:
         """When handle_timeout() must be called, or None."""
         if self._eof:
             return None
-        if self._state is LinkState.IDLE:
+        if self._state is _IDLE:
             return self._hold_until if self._queue else None
-        if self._state in (LinkState.RECEIVING, *_SENDING):
+        if self._state in (_RECEIVING, *_SENDING):
             return self._deadline
         return None
 
@@ -274,16 +307,16 @@ class AstmLink:
         if deadline is None or now < deadline:
             return
         self._now = now
-        if self._state is LinkState.IDLE:
+        if self._state is _IDLE:
             self._start_next_message(now)
-        elif self._state is LinkState.RECEIVING:
+        elif self._state is _RECEIVING:
             # §6.5.2: the receiver discards the incomplete message and returns to neutral.
             self._flush_partial_input()
-            if self._state is LinkState.RECEIVING:
+            if self._state is _RECEIVING:
                 reason = "no frame or EOT within the frame timeout"
                 offset = self._offset(self._scanner.pos)
                 self._end_session(TransferIncomplete(reason, offset), now)
-        elif self._state is LinkState.SENDING_ENQ:
+        elif self._state is _SENDING_ENQ:
             self._terminate(now, "no reply to ENQ within the reply timeout")
         else:
             number = self._queue[0].next_frame + 1
@@ -312,19 +345,19 @@ class AstmLink:
     def _flush_partial_input(self) -> None:
         """Report, then drop, what is left of an unfinished frame, filler or trailer."""
         self._scanner.final = True
-        while self._state is LinkState.RECEIVING and self._step():
+        while self._state is _RECEIVING and self._step():
             pass
         self._scanner.final = self._eof
 
     def _finish(self) -> None:
         now = self._now
-        if self._state is LinkState.RECEIVING:
+        if self._state is _RECEIVING:
             offset = self._offset(self._scanner.pos)
             self._end_session(TransferIncomplete("connection closed before EOT", offset), now)
         for message in self._queue:
             self._events.append(MessageAborted(message.message_id, "connection closed"))
         self._queue.clear()
-        self._state = LinkState.CLOSED
+        self._state = _CLOSED
 
     # -- receiving: establishment and termination ------------------------------------------
 
@@ -343,7 +376,7 @@ class AstmLink:
         return True
 
     def _begin_session(self, pos: int) -> None:
-        self._state = LinkState.RECEIVING
+        self._state = _RECEIVING
         self._events.append(TransferStarted(self._offset(pos)))
 
     def _enq_while_receiving(self, pos: int) -> bool:
@@ -377,6 +410,7 @@ class AstmLink:
         self._events.append(event)
         self._splitter.discard()
         self._last_number, self._last_raw = None, b""
+        self._expected_number = 1
         self._frames_in_session = 0
         self._mid_message = False
         if self._hold_ends_with_peer_session:
@@ -384,7 +418,7 @@ class AstmLink:
         if resume:
             self._enter_idle(now)
         else:
-            self._state, self._deadline = LinkState.IDLE, None
+            self._state, self._deadline = _IDLE, None
 
     # -- receiving: frames -----------------------------------------------------------------
 
@@ -397,16 +431,16 @@ class AstmLink:
         self._frames_in_session += 1
         frame, warnings = scanned
         # E1381 §6.5.1 order: structure and checksum (the scanner), then the frame number.
-        sequence_problem = self._sequence_problem(frame.number, frame.raw)
-        if sequence_problem == "duplicate":
-            # §6.5.1: our ACK was lost and the sender repeated the frame: ACK, do not deliver.
-            self._events.append(FrameDuplicate(frame.number, frame.offset))
-            self._reply(fr.ACK, self._now)
-            return True
-        if sequence_problem:
+        if frame.number != self._expected_number:
+            sequence_problem = self._sequence_problem(frame.number, frame.raw)
+            if sequence_problem == "duplicate":
+                # §6.5.1: our ACK was lost, the sender repeated the frame: ACK, not deliver.
+                self._events.append(FrameDuplicate(frame.number, frame.offset))
+                self._reply(fr.ACK, self._now)
+                return True
             if self.options.strict_frame_numbers:
                 return self._nak_frame(sequence_problem, frame)
-            warnings.append(sequence_problem + ": accepted")
+            warnings = (*warnings, sequence_problem + ": accepted")
         if self._splitter.pending_size + len(frame.text) > self._max_record:
             record_size = self._splitter.longest_record_with(frame.text)
             if record_size > self._max_record:
@@ -418,14 +452,13 @@ class AstmLink:
             self._events.extend(ProtocolWarning(warning, frame.offset) for warning in warnings)
         self._pending = frame
         self._events.append(frame)
-        self._state = LinkState.FRAME_PENDING
+        self._state = _FRAME_PENDING
         self._deadline = None
         return True
 
     def _sequence_problem(self, number: int, raw: bytes) -> str:
         """ "" when ``number`` follows the last accepted frame (§6.3.2), else what is wrong."""
-        last = self._last_number
-        expected = 1 if last is None else (last + 1) % 8
+        last, expected = self._last_number, self._expected_number
         if number == expected:
             return ""
         if number == last:
@@ -463,14 +496,14 @@ class AstmLink:
         if self._queue and now >= self._hold_until and not self._eof:
             self._hold_ends_with_peer_session = False
             self._send(bytes((fr.ENQ,)), now)
-            self._state = LinkState.SENDING_ENQ
+            self._state = _SENDING_ENQ
 
     def _enq_accepted(self, pos: int) -> bool:
         self._scanner.pos = pos + 1
         message = self._queue[0]
         message.refusals = 0
         self._send(message.frames[0], self._now)
-        self._state = LinkState.SENDING_FRAME
+        self._state = _SENDING_FRAME
         return True
 
     def _enq_refused(self, pos: int) -> bool:
@@ -496,7 +529,7 @@ class AstmLink:
         else:
             self._hold_until = self._now + self._timers.host_contention_backoff
         self._hold_ends_with_peer_session = False
-        self._state = LinkState.IDLE
+        self._state = _IDLE
         if self._scanner.buf[pos] == fr.ENQ:
             self._scanner.pos = pos + 1
         return True  # an STX instead of ENQ: the peer just sends; IDLE receives it
@@ -553,7 +586,7 @@ class AstmLink:
     # -- helpers ---------------------------------------------------------------------------
 
     def _enter_idle(self, now: float) -> None:
-        self._state = LinkState.IDLE
+        self._state = _IDLE
         self._deadline = None
         self._start_next_message(now)
 
@@ -564,12 +597,12 @@ class AstmLink:
     def _reply(self, byte: int, now: float) -> None:
         self._out.append(byte)
         self._last_reply_nak = byte == fr.NAK
-        self._state = LinkState.RECEIVING
+        self._state = _RECEIVING
         self._deadline = now + self._timers.frame_timeout
 
     def _take_pending(self, action: str) -> FrameReceived:
         pending = self._pending
-        if self._state is not LinkState.FRAME_PENDING or pending is None:
+        if self._state is not _FRAME_PENDING or pending is None:
             raise LocalProtocolError(f"{action}() with no FrameReceived pending")
         self._pending = None
         return pending
@@ -582,7 +615,7 @@ class AstmLink:
 
 
 _Handler = Callable[[AstmLink, int], bool]
-_S, _I = LinkState, _Input
+_I = _Input
 
 # The transition table: (state, input byte) -> handler. Rules (E1381 §6):
 # - IDLE: ENQ is answered ACK and starts a receive session; STX starts one implicitly
@@ -596,30 +629,30 @@ _S, _I = LinkState, _Input
 #   anything else = retransmit, the sixth time abort with EOT.
 # - FRAME_PENDING and CLOSED read no input. Timeouts and local calls are methods above.
 _TRANSITIONS: Final[dict[tuple[LinkState, _Input], _Handler]] = {
-    (_S.IDLE, _I.ENQ): AstmLink._accept_enq,
-    (_S.IDLE, _I.STX): AstmLink._implicit_transfer,
-    (_S.IDLE, _I.EOT): AstmLink._stray,
-    (_S.IDLE, _I.ACK): AstmLink._stray,
-    (_S.IDLE, _I.NAK): AstmLink._stray,
-    (_S.IDLE, _I.OTHER): AstmLink._filler,
-    (_S.RECEIVING, _I.ENQ): AstmLink._enq_while_receiving,
-    (_S.RECEIVING, _I.STX): AstmLink._receive_frame,
-    (_S.RECEIVING, _I.EOT): AstmLink._eot_while_receiving,
-    (_S.RECEIVING, _I.ACK): AstmLink._stray,
-    (_S.RECEIVING, _I.NAK): AstmLink._stray,
-    (_S.RECEIVING, _I.OTHER): AstmLink._filler,
-    (_S.SENDING_ENQ, _I.ACK): AstmLink._enq_accepted,
-    (_S.SENDING_ENQ, _I.NAK): AstmLink._enq_refused,
-    (_S.SENDING_ENQ, _I.ENQ): AstmLink._contention,
-    (_S.SENDING_ENQ, _I.STX): AstmLink._contention,
-    (_S.SENDING_ENQ, _I.EOT): AstmLink._stray,
-    (_S.SENDING_ENQ, _I.OTHER): AstmLink._filler,
-    (_S.SENDING_FRAME, _I.ACK): AstmLink._frame_acked,
-    (_S.SENDING_FRAME, _I.EOT): AstmLink._frame_acked,
-    (_S.SENDING_FRAME, _I.NAK): AstmLink._frame_refused,
-    (_S.SENDING_FRAME, _I.ENQ): AstmLink._bad_reply,
-    (_S.SENDING_FRAME, _I.STX): AstmLink._bad_reply,
-    (_S.SENDING_FRAME, _I.OTHER): AstmLink._bad_reply,
+    (_IDLE, _I.ENQ): AstmLink._accept_enq,
+    (_IDLE, _I.STX): AstmLink._implicit_transfer,
+    (_IDLE, _I.EOT): AstmLink._stray,
+    (_IDLE, _I.ACK): AstmLink._stray,
+    (_IDLE, _I.NAK): AstmLink._stray,
+    (_IDLE, _I.OTHER): AstmLink._filler,
+    (_RECEIVING, _I.ENQ): AstmLink._enq_while_receiving,
+    (_RECEIVING, _I.STX): AstmLink._receive_frame,
+    (_RECEIVING, _I.EOT): AstmLink._eot_while_receiving,
+    (_RECEIVING, _I.ACK): AstmLink._stray,
+    (_RECEIVING, _I.NAK): AstmLink._stray,
+    (_RECEIVING, _I.OTHER): AstmLink._filler,
+    (_SENDING_ENQ, _I.ACK): AstmLink._enq_accepted,
+    (_SENDING_ENQ, _I.NAK): AstmLink._enq_refused,
+    (_SENDING_ENQ, _I.ENQ): AstmLink._contention,
+    (_SENDING_ENQ, _I.STX): AstmLink._contention,
+    (_SENDING_ENQ, _I.EOT): AstmLink._stray,
+    (_SENDING_ENQ, _I.OTHER): AstmLink._filler,
+    (_SENDING_FRAME, _I.ACK): AstmLink._frame_acked,
+    (_SENDING_FRAME, _I.EOT): AstmLink._frame_acked,
+    (_SENDING_FRAME, _I.NAK): AstmLink._frame_refused,
+    (_SENDING_FRAME, _I.ENQ): AstmLink._bad_reply,
+    (_SENDING_FRAME, _I.STX): AstmLink._bad_reply,
+    (_SENDING_FRAME, _I.OTHER): AstmLink._bad_reply,
 }
 
 
@@ -633,5 +666,5 @@ def _input_of(byte: int) -> _Input:
 # Per state, a 256-entry handler table indexed by the byte: one lookup per element parsed.
 _BYTE_HANDLERS: Final[dict[LinkState, tuple[_Handler, ...]]] = {
     state: tuple(_TRANSITIONS[(state, _input_of(byte))] for byte in range(256))
-    for state in (_S.IDLE, _S.RECEIVING, _S.SENDING_ENQ, _S.SENDING_FRAME)
+    for state in (_IDLE, _RECEIVING, _SENDING_ENQ, _SENDING_FRAME)
 }

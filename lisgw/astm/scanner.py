@@ -16,6 +16,8 @@ Implements, of ASTM E1381-02 / CLSI LIS01-A2:
 Tolerated deviations seen in the corpus: missing or doubled CR LF trailers, lower-case or
 absent checksums, frames over 247 bytes, filler between frames. Frames over
 ``max_frame_size`` are skipped as they arrive, so the buffer never holds much more.
+A clean frame (the usual case) is read by a short path of C-level searches; anything else
+falls to the general path, which gives the same result for clean frames.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Final, TypeAlias
 
 from lisgw.astm import frames as fr
 from lisgw.astm.events import Event, FrameReceived, FrameRejected, Noise, ProtocolWarning
+from lisgw.astm.frames import CR, ENQ, EOT, ETB, ETX, LF, STX
 
 NOISE_CHUNK: Final = 4096  # a filler run is reported in pieces of at most this size
 REJECTED_RAW_KEPT: Final = 64  # bytes of an oversized frame kept in FrameRejected.raw
@@ -35,6 +38,8 @@ REJECTED_RAW_KEPT: Final = 64  # bytes of an oversized frame kept in FrameReject
 _SIGNIFICANT: Final = re.compile(rb"[\x02\x04\x05\x06\x15]")  # ends a filler run
 _REPLY: Final = re.compile(rb"[\x04\x06\x15]")  # ends a bad reply to a frame
 _NAMES: Final = fr.CONTROL_NAMES
+# read_frame()'s usual path looks for ETX/ETB this far from STX: STX..CR LF is <= 247 bytes.
+_USUAL_SPAN: Final = fr.MAX_FRAME - 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +52,7 @@ class Rejection:
 
 
 # A frame that passed the structure and checksum checks, with the deviations tolerated.
-CheckedFrame: TypeAlias = tuple[FrameReceived, list[str]]
+CheckedFrame: TypeAlias = tuple[FrameReceived, tuple[str, ...]]
 
 
 class Unfinished(Enum):
@@ -70,6 +75,7 @@ class FrameScanner:
         "_oversize_offset",
         "_oversize_raw",
         "_resume",
+        "_usual_span",
         "base",
         "buf",
         "final",
@@ -87,6 +93,8 @@ class FrameScanner:
     ) -> None:
         self._events = events
         self._max_frame = max_frame_size
+        # Both bounds: a usual frame is never one the general path would call oversized.
+        self._usual_span = min(_USUAL_SPAN, max_frame_size - 4)
         self._noise_chunk = min(NOISE_CHUNK, max_frame_size)
         self._checksum_optional = checksum_optional
         self._lf_separators = lf_separators
@@ -113,23 +121,54 @@ class FrameScanner:
     # -- frames ----------------------------------------------------------------------------
 
     def read_frame(self, pos: int) -> CheckedFrame | Rejection | None:
-        """The frame whose STX is at ``pos``; None when more bytes are needed."""
+        """The frame whose STX is at ``pos``; None when more bytes are needed.
+
+        The usual frame is read here with a few C-level searches: whole with its CR LF
+        trailer, at most 247 bytes (E1381 §6.3.1), a frame number 0-7, no ETX, ETB, STX,
+        ENQ or EOT in its text (§6.6; nor LF without lf_separators), the right upper-case
+        checksum (§6.3.3). It needs no warning. Every other frame, and every defect, is
+        left to _read_any_frame(), which reads anything (and gives the same for these).
+        """
+        buf = self.buf
+        stop = min(len(buf), pos + self._usual_span)
+        term = buf.find(ETX, pos + 2, stop)
+        etb = buf.find(ETB, pos + 2, stop if term < 0 else term)
+        if etb >= 0:
+            term = etb
+        if term < 0 or term + 5 > len(buf) or buf[term + 3] != CR or buf[term + 4] != LF:
+            return self._read_any_frame(pos)
+        raw = bytes(buf[pos : term + 3])
+        text = raw[2:-3]
+        if (
+            not 0x30 <= raw[1] <= 0x37
+            or STX in text
+            or ENQ in text
+            or EOT in text
+            or (LF in text and not self._lf_separators)
+            or not fr.checksum_matches(raw)
+        ):
+            return self._read_any_frame(pos)
+        self.pos = term + 5
+        self._resume = 1
+        return FrameReceived(raw[1] - 0x30, text, raw[-3] == ETX, raw, self.base + pos), ()
+
+    def _read_any_frame(self, pos: int) -> CheckedFrame | Rejection | None:
+        """read_frame() for any frame: unfinished, defective, long or unusual ones too."""
         buf = self.buf
         limit = pos + self._max_frame - 4  # ETX/ETB + C1 C2 CR LF must fit the maximum
-        end = fr.FRAME_END.search(buf, pos + self._resume, min(len(buf), limit))
-        if end is None:
+        term = fr.find_frame_end(buf, pos + self._resume, min(len(buf), limit))
+        if term < 0:
             if len(buf) >= limit:
                 return self._start_oversized_frame(pos, limit)
             if self.final:
                 return self._cut(pos, len(buf), "the stream ended inside a frame")
             self._resume = len(buf) - pos
             return None
-        term = end.start()
         if buf[term] not in (fr.ETX, fr.ETB):
             return self._cut(pos, term, f"frame interrupted by {_NAMES[buf[term]]}")
         raw = bytes(buf[pos : term + 3])
         if buf[term + 3 : term + 5] == b"\r\n" and raw[-1] > 0x20 and raw[-2] > 0x20:
-            given = raw[-2:]  # the usual case: C1 C2 CR LF all here
+            given = raw[-2:]  # C1 C2 CR LF all here
             self.pos = term + 5
         else:
             checksum_chars = self._checksum_chars(term)
@@ -180,9 +219,9 @@ class FrameScanner:
         if len(raw) + 2 > fr.MAX_FRAME:
             warnings.append(f"frame of {len(raw) + 2} bytes exceeds the E1381 maximum of 247")
         text = raw[2:term]
-        if not self._lf_separators and b"\n" in text:
+        if not self._lf_separators and fr.LF in text:
             warnings.append("LF inside frame text (E1381 §6.6); see lf_separators")
-        return FrameReceived(number, text, raw[term] == fr.ETX, raw, offset), warnings
+        return FrameReceived(number, text, raw[term] == fr.ETX, raw, offset), tuple(warnings)
 
     def _unusual_checksum(self, body: bytes, given: bytes) -> str | None:
         """The warning for a tolerated checksum (lower case, absent when optional), or
@@ -213,19 +252,19 @@ class FrameScanner:
     def _skip_oversized_frame(self) -> Rejection | None:
         buf, pos = self.buf, self.pos
         start, raw = self._oversize_offset, self._oversize_raw
-        end = fr.FRAME_END.search(buf, pos)
-        if end is None or buf[end.start()] not in (fr.ETX, fr.ETB):
-            self.pos = len(buf) if end is None else end.start()
-            if end is None and not self.final:
+        end = fr.find_frame_end(buf, pos, len(buf))
+        if end < 0 or buf[end] not in (fr.ETX, fr.ETB):
+            self.pos = len(buf) if end < 0 else end
+            if end < 0 and not self.final:
                 return None
             self.unfinished = None
             reason = "oversized frame never finished"
             return Rejection(FrameRejected(reason, raw, start), nak=False)
-        given = self._checksum_chars(end.start())
+        given = self._checksum_chars(end)
         if given is None:
-            self.pos = end.start()
+            self.pos = end
             return None
-        self.pos = end.start() + 1 + len(given)
+        self.pos = end + 1 + len(given)
         self.unfinished = Unfinished.TRAILER
         size = self.base + self.pos + 2 - start
         reason = f"frame of {size} bytes exceeds max_frame_size {self._max_frame}"

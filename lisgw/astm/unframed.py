@@ -1,7 +1,8 @@
 """Bare E1394 records without E1381 framing: an incremental record splitter and reader.
 
 Layer: ASTM link layer, sans-IO. ``RecordSplitter`` cuts text into records at their
-separators, whatever pieces the text arrives in; ``AstmLink`` feeds it frame texts and
+separators, whatever pieces the text arrives in (``split`` hands them back as a tuple of
+records and one of offsets, ``feed`` as events); ``AstmLink`` feeds it frame texts and
 ``UnframedReader`` feeds it raw reads from devices (or de-framed captures) that send
 records with no STX/ETX/checksum at all.
 
@@ -14,12 +15,17 @@ empty records carry nothing in E1394 and are never emitted.
 from __future__ import annotations
 
 from collections import deque
-from itertools import islice
+from itertools import compress, islice
+from typing import Final, TypeAlias
 
 from lisgw.astm.events import NEED_DATA, RecordReceived, Sentinel
 from lisgw.errors import LocalProtocolError, RemoteProtocolError
 
 DEFAULT_MAX_RECORD_SIZE = 1 << 20
+
+# Records (separators stripped) and the stream offset of each one's first byte.
+RecordBatch: TypeAlias = tuple[tuple[bytes, ...], tuple[int, ...]]
+NO_RECORDS: Final[RecordBatch] = ((), ())
 
 
 class RecordSplitter:
@@ -47,32 +53,37 @@ class RecordSplitter:
 
     def feed(self, text: bytes, offset: int) -> list[RecordReceived]:
         """Records completed by ``text`` (separators stripped, empty records skipped)."""
+        records, offsets = self.split(text, offset)
+        return list(map(RecordReceived, records, offsets))
+
+    def split(self, text: bytes, offset: int, *, final: bool = False) -> RecordBatch:
+        """As feed(), the records and their offsets as two tuples, without an event per
+        record. ``final``: the end of ``text`` also ends a record, as the final frame of a
+        message does (E1381 §6.3.1): what feed() and then flush() would give."""
         if self._lf_separators:
             # Same length, so offsets hold; CR LF becomes CR CR: an empty record, skipped.
             text = text.replace(b"\n", b"\r")
         pieces = text.split(b"\r")
-        if len(pieces) == 1:
+        if final:
+            tail = b""
+        elif len(pieces) == 1:
             self._hold(text, offset)
-            return []
-        records: list[RecordReceived] = []
-        first = pieces[0]
-        if self._parts:
-            self._parts.append(first)
-            head, head_offset = b"".join(self._parts), self._start
+            return NO_RECORDS
         else:
-            head, head_offset = first, offset
-        if head:
-            records.append(RecordReceived(head, head_offset))
-        position = offset + len(first) + 1
-        append, record_type = records.append, RecordReceived  # hot loop: locals are faster
-        for piece in islice(pieces, 1, len(pieces) - 1):
-            if piece:
-                append(record_type(piece, position))
+            tail = pieces.pop()
+        offsets, position = [], offset
+        for piece in pieces:  # a plain loop beats itertools.accumulate on a few records
+            offsets.append(position)
             position += len(piece) + 1
-        self._parts = []
-        self._pending_size = 0
-        self._hold(pieces[-1], position)
-        return records
+        if self._parts:
+            self._parts.append(pieces[0])
+            pieces[0], offsets[0] = b"".join(self._parts), self._start
+        # What was held is used up; the tail, if any, starts the next record.
+        self._parts = [tail] if tail else []
+        self._start, self._pending_size = position, len(tail)
+        if all(pieces):
+            return tuple(pieces), tuple(offsets)
+        return tuple(compress(pieces, pieces)), tuple(compress(offsets, pieces))
 
     def longest_record_with(self, text: bytes) -> int:
         """The size of the longest record, finished or still held, that feed(text) would

@@ -126,3 +126,43 @@ def test_parse_frame_on_any_bytes_returns_or_raises_protocol_error(raw: bytes) -
     else:
         assert 0 <= parsed.number <= 7
         assert parsed.text in raw
+
+
+# -- the receive path's fast primitives ------------------------------------------------------
+
+frame_end_haystack = st.lists(
+    st.sampled_from([b"\x02", b"\x03", b"\x04", b"\x05", b"\x17", b"\r\n", b"ab", b"x" * 700])
+    | st.binary(max_size=20),
+    max_size=12,
+).map(b"".join)
+
+
+@given(frame_end_haystack, st.integers(0, 4000), st.integers(0, 4000))
+@settings(max_examples=300, deadline=None)
+def test_find_frame_end_is_the_frame_end_regex(data: bytes, start: int, stop: int) -> None:
+    found = fr.FRAME_END.search(data, start, stop)
+    expected = -1 if found is None else found.start()
+    assert fr.find_frame_end(data, start, stop) == expected
+    assert fr.find_frame_end(bytearray(data), start, stop) == expected
+
+
+def test_find_frame_end_looks_past_its_search_window() -> None:
+    data = b"\x02" + b"x" * 3000 + b"\x17" + b"y" * 10 + b"\x03"
+    assert fr.find_frame_end(data, 1, len(data)) == 3001
+    assert fr.find_frame_end(data, 1, 3001) == -1
+    assert fr.find_frame_end(data, 3002, len(data)) == len(data) - 1
+
+
+@given(record_text, st.integers(0, 7), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_checksum_matches_only_the_upper_case_checksum(
+    text: bytes, number: int, final: bool
+) -> None:
+    frame = fr.build_frame(number, text, final)[:-2]  # STX ... C1 C2, up to 604 bytes
+    assert fr.checksum_matches(frame)
+    lower = frame[:-2] + frame[-2:].lower()
+    assert fr.checksum_matches(lower) is (lower == frame)
+    value = int(frame[-2:], 16)
+    for wrong in ((value + 1) % 256, (value + 255) % 256, (value + 128) % 256):
+        assert not fr.checksum_matches(frame[:-2] + b"%02X" % wrong)
+    assert not fr.checksum_matches(frame[:-2] + b"\r\n")

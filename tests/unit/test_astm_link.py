@@ -5,6 +5,10 @@ Frames are built with lisgw.astm.frames; no corpus bytes here (see test_astm_lin
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
+from collections import deque
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,11 +27,13 @@ from lisgw.astm.events import (
     Noise,
     ProtocolWarning,
     RecordReceived,
+    RecordsReceived,
     TransferEnded,
     TransferIncomplete,
     TransferStarted,
 )
 from lisgw.astm.link import AstmLink, LinkOptions, LinkState, LinkTimers
+from lisgw.astm.scanner import FrameScanner
 from lisgw.errors import ConfigError, LocalProtocolError
 
 ENQ, EOT, ACK, NAK = b"\x05", b"\x04", b"\x06", b"\x15"
@@ -757,3 +763,125 @@ def test_eot_after_a_naked_frame_is_an_aborted_message() -> None:
     bad[-4] ^= 0x01  # corrupt the checksum
     assert kinds(feed(link, bytes(bad))) == ["FrameRejected"]
     assert kinds(feed(link, EOT)) == ["TransferIncomplete"]
+
+
+# -- batch_records: one RecordsReceived per frame -------------------------------------------
+
+
+def test_batch_records_give_one_event_per_frame_with_the_same_records_and_offsets() -> None:
+    data = frame(1, HEADER + b"\r" + RESULT + b"\rC|1|I|da", False)
+    data += frame(2, b"ta\rR|2|^^^7/1/no", False) + frame(3, b"t|9.61\rL|1", True)
+    per_record = feed(receiving_link(), data + EOT)
+    batched = feed(receiving_link(batch_records=True), data + EOT)
+    assert kinds(batched) == ["FrameReceived", "RecordsReceived"] * 3 + ["TransferEnded"]
+    batches = [e for e in batched if isinstance(e, RecordsReceived)]
+    assert batches[0] == RecordsReceived((HEADER, RESULT), (3, 4 + len(HEADER)))
+    assert batches[1].records == (b"C|1|I|data",)
+    assert batches[2].records == (b"R|2|^^^7/1/not|9.61", b"L|1")  # final: ends L|1
+    singles = [e for e in per_record if isinstance(e, RecordReceived)]
+    assert [(e.text, e.offset) for e in singles] == [
+        pair for batch in batches for pair in zip(batch.records, batch.offsets, strict=True)
+    ]
+
+
+def test_batch_records_a_frame_completing_no_record_gives_no_records_event() -> None:
+    link = receiving_link(batch_records=True)
+    events = feed(link, frame(1, b"M|1|" + b"Q" * 200, False))
+    assert kinds(events) == ["FrameReceived"]
+    events = feed(link, frame(2, b"Q" * 100 + b"\r", True) + EOT)
+    assert kinds(events) == ["FrameReceived", "RecordsReceived", "TransferEnded"]
+    assert events[1] == RecordsReceived((b"M|1|" + b"Q" * 300,), (3,))
+
+
+# -- events: frozen value objects -------------------------------------------------------------
+
+
+def test_events_are_frozen_hashable_and_compare_by_type_and_value() -> None:
+    received = FrameReceived(1, b"P|1\r", True, b"\x021P|1\r\x03B4", 7)
+    same = FrameReceived(number=1, text=b"P|1\r", final=True, raw=b"\x021P|1\r\x03B4", offset=7)
+    assert received == same and hash(received) == hash(same) and len({received, same}) == 1
+    assert received != dataclasses.replace(received, offset=8)
+    assert dataclasses.replace(received, offset=8).offset == 8
+    assert repr(received).startswith("FrameReceived(number=1, text=b'P|1\\r', final=True")
+    assert pickle.loads(pickle.dumps(received)) == received
+    single = RecordReceived(b"P|1", 3)
+    batch = RecordsReceived((b"P|1",), (3,))
+    assert RecordReceived(b"P|1", 3) == single
+    different_types: list[tuple[object, object]] = [
+        (single, batch),
+        (TransferStarted(3), TransferEnded(3)),
+        (single, (b"P|1", 3)),
+    ]
+    assert all(a != b for a, b in different_types)
+    assert dataclasses.astuple(batch) == ((b"P|1",), (3,))
+    for event, name in ((received, "number"), (single, "text"), (batch, "records")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(event, name, None)
+        with pytest.raises((AttributeError, TypeError)):
+            event.extra = 1  # type: ignore[union-attr]
+
+
+# -- the scanner's usual-frame path reads exactly what the general path reads ----------------
+
+
+def scan(data: bytes, options: dict[str, object], *, general: bool) -> tuple[object, ...]:
+    events: deque[Event] = deque()
+    scanner = FrameScanner(events, **options)  # type: ignore[arg-type]
+    scanner.buf += data
+    found = scanner._read_any_frame(0) if general else scanner.read_frame(0)
+    return found, scanner.pos, scanner.unfinished, list(events)
+
+
+frame_bytes = st.builds(
+    fr.build_frame,
+    st.integers(0, 9),
+    st.lists(
+        st.sampled_from([b"R|1|^^^GLU", b"\r", b"\n", b"x" * 120, b"\x02", b"\x05", b"\x04"]),
+        max_size=5,
+    ).map(b"".join),
+    st.booleans(),
+)
+
+
+@given(
+    frame_bytes,
+    st.lists(st.tuples(st.integers(0, 300), st.integers(0, 255)), max_size=3),
+    st.integers(0, 260),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([16, 40, 247, 300, 64 * 1024]),
+)
+@settings(max_examples=400, deadline=None)
+def test_usual_frame_path_reads_what_the_general_path_reads(
+    data: bytes,
+    changes: list[tuple[int, int]],
+    cut: int,
+    lf_separators: bool,
+    checksum_optional: bool,
+    max_frame_size: int,
+) -> None:
+    mutated = bytearray(data + frame(2, b"L|1\r"))
+    for position, value in changes:
+        if position < len(mutated):
+            mutated[position] = value
+    for sample in (bytes(mutated), bytes(mutated[:cut])):
+        options: dict[str, object] = {
+            "max_frame_size": max_frame_size,
+            "checksum_optional": checksum_optional,
+            "lf_separators": lf_separators,
+        }
+        assert scan(sample, options, general=False) == scan(sample, options, general=True)
+
+
+def test_clean_frames_take_the_usual_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not timing, but the reason batch_records is fast: no general-path read per frame."""
+
+    def general_path(scanner: FrameScanner, pos: int) -> None:
+        raise AssertionError(f"general path used for the frame at {pos}")
+
+    monkeypatch.setattr(FrameScanner, "_read_any_frame", general_path)
+    link = receiving_link(batch_records=True, lenient=True)
+    text = b"".join(b"R|%d|^^^GLU|5.5|mmol/l||N||F\r" % n for n in range(40))
+    events = feed(link, b"".join(fr.build_frames(text)) + EOT)
+    assert sum(len(e.records) for e in events if isinstance(e, RecordsReceived)) == 40
+    assert kinds(events)[-1] == "TransferEnded"

@@ -1,14 +1,17 @@
 """The E1381 link replaying every framed ASTM capture of the shared corpus, and fuzzed.
 
 Each capture is fed whole, one byte at a time, in its recorded read() boundaries and in
-random splits: the events (offsets included) must be identical. Corpus bytes are read from
-../shared/corpus at test time and never copied here.
+random splits: the events (offsets included) must be identical, and batch_records mode must
+give exactly the same records and offsets (one RecordsReceived per frame instead of one
+RecordReceived per record). Corpus bytes are read from ../shared/corpus at test time and
+never copied here.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from lisgw.astm.events import (
     Noise,
     ProtocolWarning,
     RecordReceived,
+    RecordsReceived,
     TransferEnded,
     TransferStarted,
 )
@@ -90,6 +94,31 @@ def replay_deciding(
     return events, bytes(sent)
 
 
+def unbatched(events: list[Event]) -> list[Event]:
+    """Batch-mode events with every RecordsReceived read as its RecordReceived events."""
+    singles: list[Event] = []
+    for event in events:
+        assert not isinstance(event, RecordReceived)  # batch mode never sends them
+        if isinstance(event, RecordsReceived):
+            assert event.records and len(event.records) == len(event.offsets)
+            singles.extend(map(RecordReceived, event.records, event.offsets))
+        else:
+            singles.append(event)
+    return singles
+
+
+def replay_batched(
+    chunks: list[bytes],
+    options: LinkOptions | None = None,
+    reject_numbers: frozenset[int] = frozenset(),
+) -> tuple[list[Event], bytes]:
+    """replay_deciding() with batch_records=True, RecordsReceived unbatched: it must equal
+    the per-record mode's result for the same bytes."""
+    batched = replace(options or LinkOptions(), batch_records=True)
+    events, sent = replay_deciding(chunks, batched, reject_numbers)
+    return unbatched(events), sent
+
+
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({min(cut, len(data)) for cut in cuts})
     return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
@@ -115,7 +144,10 @@ def entry(request: pytest.FixtureRequest) -> dict[str, Any]:
 def test_whole_and_byte_by_byte_give_identical_events(entry: dict[str, Any]) -> None:
     data = (CORPUS / entry["path"]).read_bytes()
     whole = replay([data])
-    assert replay([data[i : i + 1] for i in range(len(data))]) == whole
+    byte_by_byte = [data[i : i + 1] for i in range(len(data))]
+    assert replay(byte_by_byte) == whole
+    assert replay_batched([data]) == whole
+    assert replay_batched(byte_by_byte) == whole
 
 
 @pytest.mark.parametrize(
@@ -132,6 +164,7 @@ def test_recorded_read_boundaries_give_identical_events(entry: dict[str, Any]) -
         chunks.append(data[start : start + length])
         start += length
     assert replay(chunks) == replay([data])
+    assert replay_batched(chunks) == replay([data])
 
 
 @given(st.data())
@@ -141,7 +174,11 @@ def test_recorded_read_boundaries_give_identical_events(entry: dict[str, Any]) -
 def test_random_splits_give_identical_events(entry: dict[str, Any], data: st.DataObject) -> None:
     stream = capture(Path(entry["path"]).name)
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=40), label="cuts")
-    assert replay(split_at(stream, cuts)) == replay([stream])
+    lenient = data.draw(st.booleans(), label="lenient")
+    options = LinkOptions(lenient=lenient)
+    whole = replay([stream], options)
+    assert replay(split_at(stream, cuts), options) == whole
+    assert replay_batched(split_at(stream, cuts), options) == whole
 
 
 def test_frame_count_and_exactly_the_bad_checksum_frames_are_naked(
@@ -273,6 +310,7 @@ def check_fuzzed(stream: bytes, cuts: list[int], options: LinkOptions) -> None:
     try:
         whole = replay_deciding([stream], options, reject)
         assert replay_deciding(split_at(stream, cuts), options, reject) == whole
+        assert replay_batched(split_at(stream, cuts), options, reject) == whole
     except ProtocolError:
         pass
 

@@ -147,3 +147,69 @@ def test_longest_record_with_is_the_longest_record_feed_and_flush_give(
     predicted = splitter.longest_record_with(text)
     made = splitter.feed(text, len(held)) + splitter.flush()
     assert predicted == max((len(record.text) for record in made), default=0)
+
+
+# -- RecordSplitter.split: the records of a frame as two tuples (batch_records) -------------
+
+split_text = st.lists(
+    st.sampled_from([b"\r", b"\n", b"\r\n", b"R|1", b"x" * 30, b"|", b""]), max_size=8
+).map(b"".join)
+
+
+def byte_by_byte_records(
+    texts: list[tuple[bytes, bool]], lf_separators: bool
+) -> list[tuple[bytes, int]]:
+    """The model: records and offsets, found one byte at a time; a ``final`` text ends
+    the record it leaves unfinished."""
+    found: list[tuple[bytes, int]] = []
+    current, start, position = bytearray(), 0, 0
+    for text, final in texts:
+        for byte in text:
+            if byte == 0x0D or (lf_separators and byte == 0x0A):
+                if current:
+                    found.append((bytes(current), start))
+                current = bytearray()
+            else:
+                if not current:
+                    start = position
+                current.append(byte)
+            position += 1
+        if final and current:
+            found.append((bytes(current), start))
+            current = bytearray()
+    return found
+
+
+@given(st.booleans(), st.lists(st.tuples(split_text, st.booleans()), max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_split_and_feed_give_the_records_and_offsets_of_the_byte_model(
+    lf_separators: bool, texts: list[tuple[bytes, bool]]
+) -> None:
+    expected = byte_by_byte_records(texts, lf_separators)
+    by_split = RecordSplitter(lf_separators=lf_separators)
+    by_feed = RecordSplitter(lf_separators=lf_separators)
+    split_records: list[tuple[bytes, int]] = []
+    feed_records: list[RecordReceived] = []
+    offset = 0
+    for text, final in texts:
+        records, offsets = by_split.split(text, offset, final=final)
+        assert len(records) == len(offsets) and all(records)
+        split_records.extend(zip(records, offsets, strict=True))
+        feed_records += by_feed.feed(text, offset) + (by_feed.flush() if final else [])
+        assert by_split.pending_size == by_feed.pending_size
+        offset += len(text)
+    assert split_records == expected
+    assert [(r.text, r.offset) for r in feed_records] == expected
+
+
+def test_split_holds_a_record_across_frames_and_final_ends_it() -> None:
+    splitter = RecordSplitter(lf_separators=False)
+    assert splitter.split(b"H|1\rR|2|^^^7/1/no", 2) == ((b"H|1",), (2,))
+    assert splitter.pending_size == 13 and splitter.pending_offset == 6
+    assert splitter.split(b"t|9", 30) == ((), ())  # no separator: held
+    assert splitter.split(b".61\rL|1", 40, final=True) == (
+        (b"R|2|^^^7/1/not|9.61", b"L|1"),
+        (6, 44),
+    )
+    assert splitter.pending_size == 0 and splitter.flush() == []
+    assert splitter.split(b"\r\r", 50, final=True) == ((), ())  # empty records: none
