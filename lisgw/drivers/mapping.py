@@ -28,16 +28,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-import yaml
-
 from lisgw.errors import ConfigError
+from lisgw.yamltext import compose_file, node_data
 
 _DRIVER_NAME: Final = re.compile(r"[a-z0-9][a-z0-9-]*")
 _LOINC: Final = re.compile(r"([0-9]{1,7})-([0-9])", re.ASCII)
 _PLAIN_KEY: Final = re.compile(r"[^\s.\"'\[\]]+")
 _ROW_KEYS: Final = ("his", "loinc", "name")
 _ROW_KEYS_TEXT: Final = ", ".join(_ROW_KEYS)
-_NULL_TAG: Final = "tag:yaml.org,2002:null"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +65,9 @@ class TestCodeMap:
     def load(cls, path: str | os.PathLike[str]) -> TestCodeMap:
         """Read and check a mapping file; ConfigError listing every problem in it."""
         source = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as stream:
-                root = yaml.compose(stream, Loader=yaml.SafeLoader)
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError([f"{source}: cannot read: {error}"]) from None
-        except yaml.YAMLError as error:
-            raise ConfigError([f"{source}: not valid YAML: {error}"]) from None
+        root = compose_file(path)
         problems: list[str] = []
-        data = _node_data(root, "", source, problems) if root is not None else None
+        data = node_data(root, source, problems, key_label=_key) if root is not None else None
         return cls._build(data, source, problems)
 
     @classmethod
@@ -156,33 +148,6 @@ def loinc_check_digit(number: str) -> int:
         digit = int(char) * (2 if position % 2 == 0 else 1)
         total += digit // 10 + digit % 10
     return (10 - total % 10) % 10
-
-
-def _node_data(node: yaml.Node, path: str, source: str, problems: list[str]) -> object:
-    """YAML node → dicts, lists and strings as written; duplicate keys become problems."""
-    if isinstance(node, yaml.ScalarNode):
-        return None if node.tag == _NULL_TAG else str(node.value)
-    if isinstance(node, yaml.SequenceNode):
-        return [_node_data(item, path, source, problems) for item in node.value]
-    if not isinstance(node, yaml.MappingNode):  # the composer makes no other kind of node
-        return None
-    data: dict[str, object] = {}
-    lines: dict[str, int] = {}
-    for key_node, value_node in node.value:
-        line = key_node.start_mark.line + 1
-        if not isinstance(key_node, yaml.ScalarNode):
-            problems.append(f"{source}: line {line}: {path or 'top level'}: a key must be text")
-            continue
-        key = str(key_node.value)
-        child = f"{path}.{_key(key)}" if path else _key(key)
-        if key in lines:
-            problems.append(
-                f"{source}: line {line}: {child}: duplicate key (first at line {lines[key]})"
-            )
-            continue
-        lines[key] = line
-        data[key] = _node_data(value_node, child, source, problems)
-    return data
 
 
 def _rows(data: object, source: str, problems: list[str]) -> list[MappedCode]:
