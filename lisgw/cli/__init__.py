@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from lisgw import __version__
+from lisgw.cli.config import config
 from lisgw.cli.decode import decode
 from lisgw.cli.drivers import drivers
 
@@ -26,8 +27,10 @@ def main() -> None:
       lisgw decode --format text *.bin      # one readable line per message
       lisgw drivers list                    # the analyzers the catalogue knows
       lisgw drivers check my-analyzer.yaml  # validate a new driver profile
+      lisgw config check /etc/lisgw/lisgw.yaml   # every problem in a gateway config
     """
 
 
 main.add_command(decode)
 main.add_command(drivers)
+main.add_command(config)
