@@ -1,0 +1,142 @@
+"""Engines for the two backends, set up for durability: SQLite by default, PostgreSQL in production.
+
+Layer: store. Imports sqlalchemy (and the DBAPI drivers through it).
+
+SQLite (``sqlite:///<data dir>/lisgw.sqlite``, the default) is opened, on every connection:
+
+* ``journal_mode=WAL``: readers (the CLI) never block the writer, and a commit is one append
+  to the write-ahead log;
+* ``synchronous=FULL``: the WAL is fsynced at every commit, so a committed frame survives a
+  power cut (with WAL, NORMAL could lose the last commits: not before an ACK);
+* ``foreign_keys=ON`` (SQLite's default is off), and ``busy_timeout`` so that a writer waits
+  for another instead of failing.
+
+Transactions on SQLite start with ``BEGIN IMMEDIATE``, issued by us rather than by the
+``sqlite3`` module (which begins late and commits before DDL; see SQLAlchemy's "Serializable
+isolation / Savepoints / Transactional DDL"): every unit of work takes the write lock when it
+starts, waits for it under ``busy_timeout``, and so never fails half-way with SQLITE_BUSY when
+it upgrades from reading to writing. SQLite has one writer at a time anyway.
+
+PostgreSQL (``postgresql+psycopg://…``, psycopg 3) runs at READ COMMITTED, SQLAlchemy's and
+the server's default; ``claim_outbox`` relies on ``FOR UPDATE SKIP LOCKED`` for its
+concurrency, not on the isolation level. ``pool_pre_ping`` lets the pool survive a server
+restart.
+
+A bad URL, a missing driver, an unreachable server or an unopenable file raise ``StoreError``
+naming the URL (password hidden).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+
+from lisgw.errors import StoreError
+
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "DEFAULT_FILE_NAME",
+    "default_url",
+    "describe",
+    "make_engine",
+    "store_error",
+]
+
+DEFAULT_FILE_NAME: Final = "lisgw.sqlite"
+BUSY_TIMEOUT_MS: Final = 30_000
+_SQLITE_PRAGMAS: Final = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+)
+_BACKENDS: Final = ("sqlite", "postgresql")
+
+
+def default_url(data_dir: str | os.PathLike[str]) -> str:
+    """The default store: a SQLite file in the gateway's data directory."""
+    path = os.path.abspath(os.fspath(data_dir))
+    return f"sqlite:///{os.path.join(path, DEFAULT_FILE_NAME)}"
+
+
+def make_engine(url: str | URL, *, check: bool = True, **engine_args: Any) -> Engine:
+    """An engine for ``url`` with the durability settings above.
+
+    ``check`` opens one connection at once so that a bad URL or an unreachable server is
+    reported here, at startup, rather than at the first frame. ``engine_args`` go to
+    ``sqlalchemy.create_engine`` (pool sizes, ``echo``).
+    """
+    parsed = _parse(url)
+    backend = parsed.get_backend_name()
+    if backend not in _BACKENDS:
+        raise StoreError(f"unsupported database {describe(parsed)}: use sqlite or postgresql")
+    try:
+        if backend == "sqlite":
+            engine = _sqlite_engine(parsed, engine_args)
+        else:
+            engine = sa.create_engine(parsed, pool_pre_ping=True, **engine_args)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as error:
+        raise StoreError(f"cannot use database {describe(parsed)}: {error}") from error
+    if check:
+        try:
+            with engine.connect():
+                pass
+        except sa.exc.SQLAlchemyError as error:
+            engine.dispose()
+            raise store_error(engine, error) from error
+    return engine
+
+
+def describe(url: str | URL | Engine) -> str:
+    """The URL for messages and logs, password hidden."""
+    if isinstance(url, Engine):
+        url = url.url
+    if isinstance(url, str):
+        try:
+            url = make_url(url)
+        except sa.exc.ArgumentError:
+            return repr(url)
+    return url.render_as_string(hide_password=True)
+
+
+def store_error(engine: Engine, error: BaseException) -> StoreError:
+    """A StoreError naming the database, for an error the driver or SQLAlchemy raised."""
+    cause = getattr(error, "orig", None) or error
+    text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return StoreError(f"database {describe(engine)}: {text}")
+
+
+def _parse(url: str | URL) -> URL:
+    try:
+        return make_url(url)
+    except sa.exc.ArgumentError as error:
+        raise StoreError(f"not a database URL: {url!r}") from error
+
+
+def _sqlite_engine(url: URL, engine_args: dict[str, Any]) -> Engine:
+    if url.database in (None, "", ":memory:"):
+        raise StoreError(f"database {describe(url)}: the store needs a file, not memory")
+    connect_args = {"timeout": BUSY_TIMEOUT_MS / 1000, **engine_args.pop("connect_args", {})}
+    engine = sa.create_engine(url, connect_args=connect_args, **engine_args)
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # The sqlite3 module must not begin or commit on its own: _sqlite_on_begin does.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: sa.Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")

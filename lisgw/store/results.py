@@ -1,0 +1,286 @@
+"""Units of work for routed results: save them with their outbox rows; the review queue.
+
+Layer: store. Imports sqlalchemy, lisgw.routing (RoutingOutcome) and lisgw.his.types. Each
+function is one unit of work (see lisgw.store.archive for the conventions).
+
+``save_routed_results`` stores, in the caller's one transaction, what routing made of one
+message: every result that is not a duplicate (results.identity is UNIQUE: a result whose
+identity is already stored is skipped, never an error, and reported in ``duplicates``), a
+review row for each unmatched one, the outbox rows the HIS bridge built for the results to
+deliver (outbox.identity is UNIQUE too), the link from each result to the outbox row that
+carries it, and the order tests the matched results complete. Committing the results and
+their outbox rows together is what makes delivery exactly-once: a crash either loses both
+(the message is routed again from the archive) or keeps both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from lisgw.errors import StoreError
+from lisgw.routing import RoutingOutcome
+from lisgw.store._sql import chunks, insert_ignore, unique, write_audit
+from lisgw.store.orders import refresh_order_states
+from lisgw.store.outbox import outbox_row
+from lisgw.store.records import (
+    MessageState,
+    OutboxPayload,
+    OutboxRow,
+    OutboxState,
+    ResultRecord,
+    ReviewRecord,
+    ReviewState,
+    RoutedSaved,
+    TestState,
+)
+from lisgw.store.schema import messages, order_tests, orders, outbox, results, review
+
+__all__ = [
+    "known_identities",
+    "review_queue",
+    "save_routed_results",
+    "set_review_state",
+]
+
+
+def known_identities(conn: sa.Connection, identities: Sequence[str]) -> set[str]:
+    """The identities among these that are already stored as results."""
+    known: set[str] = set()
+    for part in chunks(unique(identities)):
+        rows = conn.execute(sa.select(results.c.identity).where(results.c.identity.in_(part)))
+        known.update(rows.scalars())
+    return known
+
+
+def save_routed_results(
+    conn: sa.Connection,
+    message_id: int,
+    outcome: RoutingOutcome,
+    outbox_payloads: Sequence[OutboxPayload],
+    now: float,
+) -> RoutedSaved:
+    """Store one message's routed results and their deliveries; mark the message routed."""
+    new_outbox = _insert_outbox(conn, outbox_payloads, now)
+    carrier = _carriers(conn, outbox_payloads)
+    stored, duplicates = _insert_results(conn, message_id, outcome, carrier, now)
+    reviews = _insert_reviews(conn, stored, outcome, now)
+    _complete_tests(conn, stored, now)
+    updated = conn.execute(
+        sa.update(messages)
+        .where(messages.c.id == message_id)
+        .values(state=str(MessageState.ROUTED), reason=outcome.ignored, updated_at=now)
+    )
+    if updated.rowcount != 1:
+        raise StoreError(f"no message {message_id}")
+    return RoutedSaved(tuple(stored), tuple(duplicates), tuple(reviews), tuple(new_outbox))
+
+
+def review_queue(
+    conn: sa.Connection, *, state: ReviewState | None = ReviewState.OPEN, limit: int = 1000
+) -> list[ReviewRecord]:
+    """Review rows (open ones by default), oldest first."""
+    query = sa.select(review)
+    if state is not None:
+        query = query.where(review.c.state == str(state))
+    return [_review(row) for row in conn.execute(query.order_by(review.c.id).limit(limit))]
+
+
+def set_review_state(
+    conn: sa.Connection,
+    review_id: int,
+    state: ReviewState,
+    *,
+    actor: str,
+    now: float,
+    assignee: str | None = None,
+    note: str = "",
+) -> ReviewRecord:
+    """A technician assigns, resolves or discards a review row (audited)."""
+    values: dict[str, Any] = {"state": str(state), "updated_at": now}
+    if assignee is not None:
+        values["assignee"] = assignee
+    if note:
+        values["note"] = note
+    row = conn.execute(
+        sa.update(review).where(review.c.id == review_id).values(values).returning(*review.c)
+    ).one_or_none()
+    if row is None:
+        raise StoreError(f"no review row {review_id}")
+    write_audit(
+        conn,
+        actor=actor,
+        action=f"review.{state}",
+        entity="review",
+        entity_id=review_id,
+        now=now,
+        detail=note,
+    )
+    return _review(row)
+
+
+def _insert_outbox(
+    conn: sa.Connection, payloads: Sequence[OutboxPayload], now: float
+) -> list[OutboxRow]:
+    if not payloads:
+        return []
+    rows = [
+        {
+            "identity": p.identity,
+            "connection": p.connection,
+            "sample_id": p.sample_id,
+            "order_placer": p.order_placer,
+            "control_id": p.control_id,
+            "payload": p.payload,
+            "state": str(OutboxState.PENDING),
+            "attempts": 0,
+            "next_attempt_at": now,
+            "claimed_by": None,
+            "lease_until": None,
+            "last_error": "",
+            "first_failed_at": None,
+            "created_at": now,
+            "delivered_at": None,
+        }
+        for p in payloads
+    ]
+    statement = insert_ignore(conn, outbox, ["identity"]).returning(*outbox.c)
+    # RETURNING order is not the VALUES order: sort by id, which is the per-sample order.
+    return sorted((outbox_row(row) for row in conn.execute(statement, rows)), key=lambda r: r.id)
+
+
+def _carriers(conn: sa.Connection, payloads: Sequence[OutboxPayload]) -> dict[str, int]:
+    """Result identity → id of the outbox row that carries it (new or already stored)."""
+    ids: dict[str, int] = {}
+    for part in chunks(unique(p.identity for p in payloads)):
+        query = sa.select(outbox.c.identity, outbox.c.id).where(outbox.c.identity.in_(part))
+        ids.update({row.identity: row.id for row in conn.execute(query)})
+    carrier: dict[str, int] = {}
+    for payload in payloads:
+        for identity in payload.result_identities:
+            carrier.setdefault(identity, ids[payload.identity])
+    return carrier
+
+
+def _insert_results(
+    conn: sa.Connection,
+    message_id: int,
+    outcome: RoutingOutcome,
+    carrier: dict[str, int],
+    now: float,
+) -> tuple[list[ResultRecord], list[str]]:
+    duplicates = [r.identity for r in outcome.results if r.match == "duplicate"]
+    fresh = [r for r in outcome.results if r.match != "duplicate"]
+    if not fresh:
+        return [], duplicates
+    rows = [
+        {
+            "identity": r.identity,
+            "message_id": message_id,
+            "connection": r.connection,
+            "driver": r.driver,
+            "sample_id": r.sample_id,
+            "qc": r.qc,
+            "test": r.result.test,
+            "his_code": r.his_code,
+            "loinc": r.loinc,
+            "value": r.result.value,
+            "units": r.result.units,
+            "reference_range": r.result.reference_range,
+            "flags": r.result.flags,
+            "status": r.result.status,
+            "completed_at": r.result.completed_at,
+            "result": r.result.to_json(),
+            "match": r.match,
+            "reason": r.reason,
+            "order_placer": r.order_placer,
+            "correction": r.correction,
+            "outbox_id": carrier.get(r.identity),
+            "created_at": now,
+        }
+        for r in fresh
+    ]
+    statement = insert_ignore(conn, results, ["identity"]).returning(
+        results.c.id, results.c.identity
+    )
+    new_ids = {row.identity: row.id for row in conn.execute(statement, rows)}
+    stored: list[ResultRecord] = []
+    for r in fresh:
+        result_id = new_ids.pop(r.identity, None)  # pop: a second copy in one message is a dup
+        if result_id is None:
+            duplicates.append(r.identity)
+            continue
+        stored.append(
+            ResultRecord(
+                id=result_id,
+                identity=r.identity,
+                message_id=message_id,
+                connection=r.connection,
+                sample_id=r.sample_id,
+                test=r.result.test,
+                his_code=r.his_code,
+                match=r.match,
+                reason=r.reason,
+                order_placer=r.order_placer,
+                correction=r.correction,
+                outbox_id=carrier.get(r.identity),
+            )
+        )
+    return stored, duplicates
+
+
+def _insert_reviews(
+    conn: sa.Connection, stored: Sequence[ResultRecord], outcome: RoutingOutcome, now: float
+) -> list[ReviewRecord]:
+    review_identities = {r.identity for r in outcome.review}
+    rows = [
+        {
+            "result_id": r.id,
+            "reason": r.reason,
+            "state": str(ReviewState.OPEN),
+            "assignee": "",
+            "note": "",
+            "created_at": now,
+            "updated_at": now,
+        }
+        for r in stored
+        if r.identity in review_identities
+    ]
+    if not rows:
+        return []
+    returned = conn.execute(sa.insert(review).returning(*review.c), rows)
+    return sorted((_review(row) for row in returned), key=lambda r: r.id)
+
+
+def _complete_tests(conn: sa.Connection, stored: Sequence[ResultRecord], now: float) -> None:
+    """Mark the order tests matched results complete, then re-derive those orders' states."""
+    matched = [r for r in stored if r.match == "matched" and r.order_placer and r.his_code]
+    if not matched:
+        return
+    for r in matched:
+        order_id = sa.select(orders.c.id).where(orders.c.placer == r.order_placer)
+        conn.execute(
+            sa.update(order_tests)
+            .where(
+                order_tests.c.order_id == order_id.scalar_subquery(),
+                order_tests.c.his_code == r.his_code,
+                order_tests.c.state == str(TestState.OPEN),
+            )
+            .values(state=str(TestState.RESULTED))
+        )
+    refresh_order_states(conn, [r.order_placer for r in matched], now)
+
+
+def _review(row: sa.Row[Any]) -> ReviewRecord:
+    return ReviewRecord(
+        id=row.id,
+        result_id=row.result_id,
+        reason=row.reason,
+        state=ReviewState(row.state),
+        assignee=row.assignee,
+        note=row.note,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )

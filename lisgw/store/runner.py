@@ -1,0 +1,113 @@
+"""Run units of work: on a thread pool from Twisted, or inline (tests, the CLI).
+
+Layer: store (the only store module that imports twisted). ``Store.run(fn, *args)`` calls
+``fn(conn, *args)`` on a thread of the store's pool, in one transaction (``engine.begin()``:
+committed when ``fn`` returns, rolled back when it raises), and returns a Deferred that
+fires, in the reactor thread, with what ``fn`` returned — a frozen dataclass, never a row.
+``Store.run_sync`` does the same inline. This is buildbot's pattern (master/buildbot/db):
+the reactor never blocks on the database, and nothing that leaves the thread can touch a
+connection.
+
+Errors: a database error (connection lost, disk full, constraint violated, server gone)
+becomes ``StoreError`` naming the database; errors lisgw raises on purpose (``LisgwError``)
+pass as they are. Either way nothing was committed: a caller waiting to acknowledge a frame
+sends no positive ACK.
+
+Threads: SQLite has one writer at a time, and a second thread would only wait on the write
+lock (SQLite's busy handler sleeps, which costs latency), so a SQLite store runs its units on
+one thread by default; PostgreSQL gets four. The pool is created and started on the first
+``run`` unless one is given; ``close`` stops a pool the store created and disposes of the
+engine. The reactor is injected (the global one is used only when none is given).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Concatenate, ParamSpec, TypeVar, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from lisgw.store.database import store_error
+
+__all__ = ["Store"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Store:
+    """The store as the services see it: an engine plus a thread pool to run units on."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        reactor: IReactorFromThreads | None = None,
+        threadpool: ThreadPool | None = None,
+        max_threads: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._owns_pool = threadpool is None
+        default_threads = 1 if engine.dialect.name == "sqlite" else 4
+        self._max_threads = max_threads if max_threads is not None else default_threads
+
+    def run(
+        self,
+        fn: Callable[Concatenate[sa.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Deferred[T]:
+        """``fn(conn, *args, **kwargs)`` in one transaction on the pool; its result."""
+
+        def call() -> T:
+            return self._call(fn, *args, **kwargs)
+
+        return deferToThreadPool(self._get_reactor(), self._get_pool(), call)
+
+    def run_sync(
+        self,
+        fn: Callable[Concatenate[sa.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``fn(conn, *args, **kwargs)`` in one transaction, inline; its result."""
+        return self._call(fn, *args, **kwargs)
+
+    def close(self) -> None:
+        """Stop the thread pool the store created, close the engine's connections."""
+        if self._owns_pool and self._threadpool is not None and self._threadpool.started:
+            self._threadpool.stop()
+        self.engine.dispose()
+
+    def _call(
+        self,
+        fn: Callable[Concatenate[sa.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        try:
+            with self.engine.begin() as conn:
+                return fn(conn, *args, **kwargs)
+        except sa.exc.SQLAlchemyError as error:
+            raise store_error(self.engine, error) from error
+
+    def _get_reactor(self) -> IReactorFromThreads:
+        if self._reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            self._reactor = cast(IReactorFromThreads, global_reactor)
+        return self._reactor
+
+    def _get_pool(self) -> ThreadPool:
+        if self._threadpool is None:
+            self._threadpool = ThreadPool(0, self._max_threads, name="lisgw-store")
+        if self._owns_pool and not self._threadpool.started:
+            self._threadpool.start()
+        return self._threadpool

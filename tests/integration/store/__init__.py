@@ -1,0 +1,1 @@
+"""Store tests: every test runs against SQLite and PostgreSQL (see conftest.py)."""
