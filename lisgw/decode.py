@@ -30,17 +30,18 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from lisgw.assemble import AstmSettings, assemble_records, normalize_message, read_hl7
 from lisgw.astm import events as ev
 from lisgw.astm.events import NEED_DATA
 from lisgw.astm.frames import ENQ, STX
-from lisgw.astm.link import AstmLink, LinkOptions
-from lisgw.astm.message import AstmMessage, MessageAssembler
+from lisgw.astm.link import AstmLink
+from lisgw.astm.message import AstmMessage
 from lisgw.astm.unframed import UnframedReader
-from lisgw.drivers import Catalogue, CompiledProfile, default_catalogue, normalize
+from lisgw.drivers import Catalogue, CompiledProfile, default_catalogue
 from lisgw.drivers.engine import not_mine_message
 from lisgw.drivers.timestamps import check_zone
 from lisgw.errors import CodecError
-from lisgw.hl7.message import Hl7Message, parse_message
+from lisgw.hl7.message import Hl7Message
 from lisgw.hl7.mllp import NEED_DATA as MLLP_NEED_DATA
 from lisgw.hl7.mllp import MllpFramer, MllpMessage, MllpNoise, MllpOversize
 from lisgw.model import Kind, NormalizedMessage, Protocol
@@ -148,21 +149,11 @@ def decode_capture(
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class _AstmSettings:
-    """What a driver changes in the way ASTM bytes are read."""
-
-    link: LinkOptions
-    encoding: str
-    records_lenient: bool
-
-    @classmethod
-    def of(cls, profile: CompiledProfile, options: DecodeOptions) -> _AstmSettings:
-        link = profile.link or LinkOptions(lenient=True)
-        if options.max_frame_size is not None:
-            link = replace(link, max_frame_size=options.max_frame_size)
-        encoding = options.astm_encoding or profile.transport.encoding or "latin-1"
-        return cls(link, encoding, profile.records_lenient)
+def _settings(profile: CompiledProfile, options: DecodeOptions) -> AstmSettings:
+    """What the driver changes in the way ASTM bytes are read, with the options' overrides."""
+    return AstmSettings.of(
+        profile, encoding=options.astm_encoding, max_frame_size=options.max_frame_size
+    )
 
 
 @dataclass(slots=True)
@@ -205,13 +196,13 @@ class _Reader:
 
     def astm(self, data: bytes, kind: CaptureKind, leftover: list[str]) -> list[NormalizedMessage]:
         profile = self.pinned or self.catalogue.fallback("astm")
-        settings = _AstmSettings.of(profile, self.options)
+        settings = _settings(profile, self.options)
         items, tail = self._astm_items(data, kind, settings)
         if self.pinned is None:
             first = next((i.message for i in items if isinstance(i, _Unit)), None)
             if first is not None:
                 profile = self.catalogue.detect(first)
-                detected = _AstmSettings.of(profile, self.options)
+                detected = _settings(profile, self.options)
                 if detected != settings:
                     items, tail = self._astm_items(data, kind, detected)
         leftover.extend(tail)
@@ -239,14 +230,17 @@ class _Reader:
         return previous if detected.generic else detected
 
     def _normalize_unit(self, item: _Unit, profile: CompiledProfile) -> NormalizedMessage:
-        message = normalize(item.message, profile, offset=item.offset, tz=self.options.tz)
-        warnings = (*item.warnings, *message.warnings)
-        if item.incomplete:
-            return replace(message, incomplete=True, kind=Kind.UNKNOWN, warnings=warnings)
-        return replace(message, warnings=warnings)
+        return normalize_message(
+            item.message,
+            profile,
+            offset=item.offset,
+            tz=self.options.tz,
+            incomplete=item.incomplete,
+            warnings=item.warnings,
+        )
 
     def _astm_items(
-        self, data: bytes, kind: CaptureKind, settings: _AstmSettings
+        self, data: bytes, kind: CaptureKind, settings: AstmSettings
     ) -> tuple[list[_Item], list[str]]:
         session = _AstmSession(settings)
         if kind is CaptureKind.ASTM_FRAMES:
@@ -256,7 +250,7 @@ class _Reader:
         return items, session.warnings
 
     def _frames(
-        self, data: bytes, settings: _AstmSettings, session: _AstmSession
+        self, data: bytes, settings: AstmSettings, session: _AstmSession
     ) -> Iterator[_Item]:
         link = AstmLink(settings.link)
         # Files that start at the first STX carry no ENQ/EOT at all (see the corpus README).
@@ -335,8 +329,11 @@ class _Reader:
                 continue
             message, offset, warnings = item
             profile = self._driver_for(message, profile)
-            normalized = normalize(message, profile, offset=offset, tz=self.options.tz)
-            out.append(replace(normalized, warnings=(*warnings, *normalized.warnings)))
+            out.append(
+                normalize_message(
+                    message, profile, offset=offset, tz=self.options.tz, warnings=warnings
+                )
+            )
         return out
 
 
@@ -344,25 +341,22 @@ def _parse_hl7(
     event: MllpMessage, encoding: str, warnings: list[str]
 ) -> tuple[Hl7Message, int, list[str]] | NormalizedMessage:
     try:
-        message = parse_message(event.payload, encoding=encoding)
-    except CodecError:
-        try:
-            message = parse_message(event.payload, encoding="iso-8859-1")
-        except CodecError as error:
-            return NormalizedMessage(
-                protocol=Protocol.HL7,
-                kind=Kind.UNKNOWN,
-                warnings=(*warnings, f"offset {event.offset}: {error}"),
-                offset=event.offset,
-            )
-        warnings.append(f"not {encoding}: read as ISO-8859-1")
+        message, fallback = read_hl7(event.payload, encoding)
+    except CodecError as error:
+        return NormalizedMessage(
+            protocol=Protocol.HL7,
+            kind=Kind.UNKNOWN,
+            warnings=(*warnings, f"offset {event.offset}: {error}"),
+            offset=event.offset,
+        )
+    warnings.extend(fallback)
     return message, event.offset, warnings
 
 
 class _AstmSession:
     """Records of one transmission and the warnings seen since the last message."""
 
-    def __init__(self, settings: _AstmSettings) -> None:
+    def __init__(self, settings: AstmSettings) -> None:
         self.settings = settings
         self.records: list[bytes] = []
         self.offset = 0
@@ -373,20 +367,14 @@ class _AstmSession:
         self.offset = offset
 
     def messages(self, *, incomplete: bool = False) -> Iterator[_Unit]:
-        assembler = MessageAssembler(
-            encoding=self.settings.encoding, lenient=self.settings.records_lenient
+        decoded, skipped = assemble_records(
+            self.records, encoding=self.settings.encoding, lenient=self.settings.records_lenient
         )
-        decoded: list[AstmMessage] = []
-        for number, record in enumerate(self.records, 1):
-            try:
-                decoded.extend(assembler.feed(record))
-            except CodecError as error:
-                self.warnings.append(f"record {number} skipped: {error}")
-        decoded.extend(assembler.flush())
+        self.warnings.extend(skipped)
         self.records = []
-        for message in decoded:
+        for item in decoded:
             warnings, self.warnings = self.warnings, []
-            yield _Unit(message, self.offset, incomplete, warnings)
+            yield _Unit(item.message, self.offset, incomplete, warnings)
 
 
 def _incomplete(
