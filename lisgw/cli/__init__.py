@@ -12,6 +12,7 @@ from lisgw import __version__
 from lisgw.cli.config import config
 from lisgw.cli.decode import decode
 from lisgw.cli.drivers import drivers
+from lisgw.cli.run import run
 
 
 @click.group(
@@ -28,9 +29,11 @@ def main() -> None:
       lisgw drivers list                    # the analyzers the catalogue knows
       lisgw drivers check my-analyzer.yaml  # validate a new driver profile
       lisgw config check /etc/lisgw/lisgw.yaml   # every problem in a gateway config
+      lisgw run --config /etc/lisgw/lisgw.yaml     # run the gateway
     """
 
 
 main.add_command(decode)
 main.add_command(drivers)
 main.add_command(config)
+main.add_command(run)

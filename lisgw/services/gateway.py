@@ -1,0 +1,707 @@
+"""The running gateway: the service tree ``lisgw run`` starts from a ``GatewayConfig``.
+
+Layer: service (Twisted), the top of the service layer; lisgw.cli.run calls ``serve``.
+Wires what the other services do: the store (lisgw.store, migrated to head), the frame
+journal (lisgw.services.journal, one group commit for every link), one ingest per analyzer
+connection (lisgw.services.ingest) on its transport (lisgw.transports: tcp-server through a
+guarded listener, tcp-client and serial through a reconnecting client; ASTM through
+AstmLinkProtocol, HL7 through an MLLP server protocol), the HIS order listener
+(lisgw.services.his), the outbox dispatcher (lisgw.services.outbox) and the systemd
+notifications (lisgw.services.notify).
+
+Start (``Gateway.start``), in this order, so that no frame is acknowledged before the store
+can keep it and nothing left by a crash is overtaken by new traffic:
+
+1. the watchdog pings (when systemd asks for them);
+2. crash recovery (lisgw.services.recovery): ASTM sessions a killed process left open are
+   processed from their committed frames; outbox rows this gateway had claimed are released
+   at once instead of waiting for their lease (the worker name is stable across restarts:
+   host name and data directory);
+3. the outbox dispatcher, the HIS order listener, then every analyzer link;
+4. READY=1 to systemd.
+
+Stop (``Gateway.stop``, on SIGTERM or SIGINT): STOPPING=1; stop accepting (listeners close);
+stop reading every analyzer line; let the frames being committed finish, so their ACKs go
+out; close the lines (a transfer cut short stays incomplete, never results) and process what
+they ended; stop the HIS listener after the messages it is handling; stop the dispatcher
+(lisgw.services.outbox: a send in flight is aborted and retried after restart, with the same
+MSH-10); close the store. Undelivered results stay in the outbox.
+
+Several analyzers on one listener are told apart by peer address (``peers``); a listener
+whose analyzers share addresses and differ only by sender name needs the first message to
+decide, which is not supported yet: such connections are refused with a warning.
+No patient data is logged here: names, ports, counts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import sqlalchemy as sa
+from twisted.application.service import IService, Service
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IAddress, IListeningPort, IProtocol, IProtocolFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from lisgw.config_schema import (
+    ConnectionConfig,
+    GatewayConfig,
+    Listener,
+    TransportKind,
+    WireProtocol,
+)
+from lisgw.drivers import Catalogue, default_catalogue
+from lisgw.drivers.mapping import TestCodeMap
+from lisgw.errors import CodecError, ConfigError, LisgwError
+from lisgw.his.profile import HisProfile
+from lisgw.hl7.build import AckError, build_ack
+from lisgw.hl7.message import parse_message
+from lisgw.hl7.mllp import MllpMessage
+from lisgw.routing import driver_name
+from lisgw.services.his import STORE_UNAVAILABLE, HisOrderListener, hl7_now
+from lisgw.services.ingest import AnalyzerIngest
+from lisgw.services.journal import FrameJournal
+from lisgw.services.notify import SystemdNotifier, WatchdogService
+from lisgw.services.outbox import DispatcherSettings, OutboxDispatcher
+from lisgw.services.recovery import recover
+from lisgw.store import migrate, work
+from lisgw.store.database import make_engine
+from lisgw.store.records import OutboxState, QueueTarget
+from lisgw.store.runner import Store
+from lisgw.transports.astm import AstmLinkFactory, AstmLinkProtocol
+from lisgw.transports.mllp import MllpLink, MllpServerFactory, MllpSettings
+from lisgw.transports.serial import FlowControl, Parity, SerialSettings, serial_client
+from lisgw.transports.tcp import (
+    ConnectionLimits,
+    LimitedServerFactory,
+    ReconnectingClient,
+    ReconnectPolicy,
+)
+from lisgw.transports.tls import TlsMaterial, client_endpoint, server_endpoint
+
+__all__ = [
+    "DISPATCH_POLL_INTERVAL",
+    "AnalyzerListener",
+    "AnalyzerMllpHandler",
+    "Gateway",
+    "GatewayParts",
+    "open_store",
+    "order_routes",
+    "release_own_claims",
+    "serve",
+    "worker_name",
+]
+
+_log = Logger()
+# The ingest does not wake the dispatcher when it queues results: a short poll keeps the
+# delay from commit to delivery small (one indexed query per poll when idle).
+DISPATCH_POLL_INTERVAL: Final = 0.2
+_STUB_ORIGINAL: Final = b"MSH|^~\\&|||||||||P|2.5.1\r"  # answers a payload that is not HL7
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayParts:
+    """What the configuration names, loaded once: drivers, HIS profile, codes, TLS."""
+
+    catalogue: Catalogue
+    his_profile: HisProfile
+    test_codes: TestCodeMap | None
+    tls: TlsMaterial | None
+
+    @classmethod
+    def load(cls, config: GatewayConfig) -> GatewayParts:
+        """Load the files ``config`` names (already checked by load_config); ConfigError."""
+        catalogue = (
+            Catalogue.load(config.drivers_dirs) if config.drivers_dirs else default_catalogue()
+        )
+        codes = TestCodeMap.load(config.test_codes) if config.test_codes else None
+        tls = None
+        if config.his.tls is not None:
+            if config.his.tls.ca is None:
+                raise ConfigError(["his.tls.ca: required (the CA of both HIS link ends)"])
+            tls = TlsMaterial.from_files(config.his.tls.ca, config.his.tls.cert, config.his.tls.key)
+        return cls(catalogue, HisProfile.load(config.his.profile_path), codes, tls)
+
+
+def worker_name(config: GatewayConfig) -> str:
+    """This gateway's name in outbox claims: the same after a restart, different for another
+    gateway process (another host, or another data directory) sharing the store."""
+    return f"{socket.gethostname()}:{config.data_dir}"[:120]
+
+
+def order_routes(
+    config: GatewayConfig, codes: TestCodeMap | None
+) -> dict[str, tuple[QueueTarget, ...]]:
+    """HIS test code → the analyzers that perform it (connections with a pinned driver whose
+    codes the mapping table lists), for the order queue."""
+    routes: dict[str, list[QueueTarget]] = {}
+    if codes is None:
+        return {}
+    for connection in config.connections:
+        if connection.driver is None:
+            continue
+        name = driver_name(connection.driver)
+        for mapped in codes:
+            if mapped.driver == name:
+                target = QueueTarget(connection.name, mapped.analyzer_code)
+                routes.setdefault(mapped.his_code, []).append(target)
+    return {code: tuple(targets) for code, targets in routes.items()}
+
+
+def open_store(config: GatewayConfig, reactor: Any) -> Store:
+    """The store, migrated to head, with every configured connection registered (blocking:
+    called before the reactor runs). StoreError when the database cannot be used."""
+    if config.store_url.startswith("sqlite"):
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    engine = make_engine(config.store_url)
+    migrate.upgrade(engine)
+    store = Store(engine, reactor=reactor)
+    store.run_sync(_register_connections, config.connections, reactor.seconds())
+    return store
+
+
+def _register_connections(
+    conn: sa.Connection, connections: Sequence[ConnectionConfig], now: float
+) -> None:
+    for connection in connections:
+        work.register_connection(
+            conn,
+            connection.name,
+            driver=connection.driver or "",
+            protocol=str(connection.protocol),
+            transport=str(connection.transport),
+            now=now,
+        )
+
+
+def release_own_claims(conn: sa.Connection, worker: str, now: float) -> int:
+    """One unit of work: outbox rows ``worker`` held when it died go back to pending now
+    (their lease could last many minutes); returns how many. The HIS may have received
+    one of them: it comes again with the same MSH-10, which the HIS can drop."""
+    released = 0
+    while True:
+        rows = [
+            row
+            for row in work.outbox_rows(conn, state=OutboxState.INFLIGHT, limit=100_000)
+            if row.claimed_by == worker
+        ]
+        if not rows:
+            return released
+        for row in rows:
+            reason = "released: the gateway restarted before the outcome was recorded"
+            work.outbox_retry(
+                conn, row.id, worker=worker, next_attempt_at=now, error=reason, now=now
+            )
+        released += len(rows)
+
+
+# -- HL7 analyzers -------------------------------------------------------------------------
+
+
+class AnalyzerMllpHandler:
+    """The MLLP server side of an HL7 analyzer: each message kept by the ingest, then ACKed
+    (AA; AE when it is not HL7; AR "store unavailable" when nothing could be kept, so that the
+    analyzer sends it again). A message cut short by a closing connection gets no ACK."""
+
+    def __init__(self, ingest: AnalyzerIngest, *, clock: Any, encoding: str) -> None:
+        self.ingest = ingest
+        self.clock = clock
+        self.encoding = encoding
+        self._numbers = itertools.count(1)
+
+    def connection_opened(self, link: MllpLink) -> None:
+        """Nothing to prepare: every message is its own session (lisgw.services.pipeline)."""
+
+    def connection_closed(self, link: MllpLink, reason: str) -> None:
+        """Nothing to clean up."""
+
+    def handle_message(self, message: MllpMessage, link: MllpLink) -> Deferred[bytes | None]:
+        return Deferred.fromCoroutine(self._handle(message, link))
+
+    async def _handle(self, message: MllpMessage, link: MllpLink) -> bytes | None:
+        name = self.ingest.name
+        if not message.complete:
+            _log.warn(
+                "HL7 {name}: message of {size} bytes from {peer} cut short: no ACK",
+                name=name,
+                size=len(message.payload),
+                peer=link.peer,
+            )
+            return None
+        try:
+            original = parse_message(message.payload, encoding=self.encoding, lenient=True)
+        except CodecError:
+            original = None
+        try:
+            await self.ingest.hl7_message(message.payload, link.peer)
+        except Exception as error:  # nothing was kept: the analyzer must send it again
+            _log.error(
+                "HL7 {name}: message from {peer} not stored ({error}): AR",
+                name=name,
+                peer=link.peer,
+                error=type(error).__name__,
+            )
+            fault = AckError("207", "Application internal error", diagnostic=STORE_UNAVAILABLE)
+            return self._ack(original, "AR", STORE_UNAVAILABLE, fault)
+        if original is None:
+            fault = AckError("102", "Data type error", diagnostic="not an HL7 message")
+            return self._ack(None, "AE", "not an HL7 message", fault)
+        return self._ack(original, "AA", "", None)
+
+    def _ack(self, original: Any, code: str, text: str, fault: AckError | None) -> bytes:
+        now = self.clock.seconds()
+        control_id = f"A{int(now)}.{next(self._numbers)}"[:20]
+        return build_ack(
+            original if original is not None else parse_message(_STUB_ORIGINAL),
+            code,
+            text,
+            control_id=control_id,
+            now_timestamp=hl7_now(now),
+            error=fault,
+            encoding=self.encoding,
+        )
+
+
+# -- analyzer links ------------------------------------------------------------------------
+
+
+class _AttributingFactory:
+    """The protocol factory behind a listener: each accepted peer goes to the one connection
+    its address belongs to (``Listener.for_peer``); others are refused."""
+
+    def __init__(self, listener: Listener, factories: Mapping[str, IProtocolFactory]) -> None:
+        self.listener = listener
+        self.factories = factories
+
+    def doStart(self) -> None:
+        for factory in self.factories.values():
+            factory.doStart()
+
+    def doStop(self) -> None:
+        for factory in self.factories.values():
+            factory.doStop()
+
+    def buildProtocol(self, addr: IAddress | None) -> IProtocol | None:
+        if addr is None:
+            return None
+        host = str(getattr(addr, "host", ""))
+        candidates = self.listener.for_peer(host)
+        if len(candidates) != 1:
+            why = "no connection admits it" if not candidates else "several connections admit it"
+            _log.warn(
+                "listener {host}:{port}: peer {peer} refused ({why})",
+                host=self.listener.host,
+                port=self.listener.port,
+                peer=host,
+                why=why,
+            )
+            return None
+        return self.factories[candidates[0].name].buildProtocol(addr)
+
+
+class AnalyzerListener(Service):
+    """One TCP listener serving one or several tcp-server analyzer connections."""
+
+    def __init__(
+        self, listener: Listener, factories: Mapping[str, IProtocolFactory], *, reactor: Any
+    ) -> None:
+        self.listener = listener
+        self.reactor = reactor
+        self.name = f"listen {listener.host}:{listener.port}"
+        connections = listener.connections
+        idle = [c.limits.idle_timeout for c in connections]
+        limits = ConnectionLimits(
+            idle_timeout=None if None in idle else max(t for t in idle if t is not None),
+            keepalive=any(c.keepalive for c in connections),
+        )
+        self.factory = LimitedServerFactory(
+            _AttributingFactory(listener, factories),  # type: ignore[arg-type]
+            clock=reactor,
+            max_connections=sum(c.limits.max_connections for c in connections),
+            limits=limits,
+            name=self.name,
+        )
+        self.factory.noisy = False
+        self._port: IListeningPort | None = None
+
+    @property
+    def port(self) -> int | None:
+        """The bound port while listening (the configured one, or the one port 0 got)."""
+        return None if self._port is None else int(self._port.getHost().port)  # type: ignore[attr-defined]
+
+    def startService(self) -> Deferred[None]:
+        self.running = True
+        endpoint = server_endpoint(self.reactor, host=self.listener.host, port=self.listener.port)
+        return endpoint.listen(self.factory).addCallback(self._listening)
+
+    def _listening(self, port: IListeningPort) -> None:
+        self._port = port
+        names = ", ".join(c.name for c in self.listener.connections)
+        _log.info("{name}: listening for {names}", name=self.name, names=names)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop accepting; open connections are closed by ``close_connections``."""
+        self.running = False
+        port, self._port = self._port, None
+        if port is None:
+            return succeed(None)
+        return maybeDeferred(port.stopListening).addCallback(lambda _: None)
+
+    def pause_reading(self) -> None:
+        for connection in self.factory.connections():
+            _pause(connection)
+
+    def close_connections(self) -> Deferred[None]:
+        return self.factory.close_connections()
+
+
+def _settled(waiting: Deferred[Any]) -> Deferred[None]:
+    """Fires (with None) when ``waiting`` has a result, leaving that result to its chain."""
+    done: Deferred[None] = Deferred()
+
+    def pass_on(result: object) -> object:
+        done.callback(None)
+        return result
+
+    waiting.addBoth(pass_on)
+    return done
+
+
+def _pause(transport: object) -> None:
+    """Stop reading from a connection (a Twisted transport or a wrapper of one)."""
+    pause = getattr(transport, "pauseProducing", None)
+    if pause is not None:
+        try:
+            pause()
+        except Exception:  # already closed: nothing left to read
+            _log.debug("pause: connection already gone")
+
+
+# -- the tree ------------------------------------------------------------------------------
+
+
+class Gateway:
+    """Every service of one ``GatewayConfig``, started and stopped in order (module doc)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        store: Store,
+        parts: GatewayParts,
+        *,
+        reactor: Any,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.parts = parts
+        self.reactor = reactor
+        self.notifier = notifier if notifier is not None else SystemdNotifier({})
+        self.worker = worker_name(config)
+        self.journal = FrameJournal(store, reactor)
+        self.ingests = {
+            c.name: AnalyzerIngest(
+                store,
+                self.journal,
+                parts.catalogue,
+                parts.his_profile,
+                config.routing,
+                parts.test_codes,
+                reactor,
+                connection=c,
+            )
+            for c in config.connections
+        }
+        self.watchdog = WatchdogService(self.notifier, clock=reactor)
+        self.dispatcher = self._dispatcher()
+        self.his_listener = self._his_listener()
+        self.listeners = [
+            AnalyzerListener(
+                listener,
+                {c.name: self._protocol_factory(c) for c in listener.connections},
+                reactor=reactor,
+            )
+            for listener in config.listeners
+        ]
+        self.clients = [
+            self._client(c)
+            for c in config.connections
+            if c.transport is not TransportKind.TCP_SERVER
+        ]
+        self._started: list[IService] = []
+        self._starting: Deferred[None] | None = None
+        self._stopping = False
+        self._stop_done = False
+        self._stop_waiters: list[Deferred[None]] = []
+
+    # -- building ---------------------------------------------------------------------------
+
+    def _dispatcher(self) -> OutboxDispatcher:
+        his = self.config.his
+        tls = his.tls
+        endpoint = client_endpoint(
+            self.reactor,
+            host=his.results.host,
+            port=his.results.port,
+            tls=self.parts.tls,
+            server_name=tls.server_name if tls is not None else None,
+            connect_timeout=his.results.connect_timeout,
+        )
+        settings = DispatcherSettings(
+            worker=self.worker,
+            poll_interval=DISPATCH_POLL_INTERVAL,
+            ack_timeout=his.results.ack_timeout,
+            backoff=his.results.backoff,
+            encoding=self.parts.his_profile.encoding,
+        )
+        return OutboxDispatcher(
+            self.store, endpoint=endpoint, clock=self.reactor, settings=settings
+        )
+
+    def _his_listener(self) -> HisOrderListener | None:
+        orders = self.config.his.orders
+        if orders is None:
+            return None
+        endpoint = server_endpoint(
+            self.reactor, host=orders.host, port=orders.port, tls=self.parts.tls
+        )
+        return HisOrderListener(
+            self.store,
+            self.parts.his_profile,
+            endpoint=endpoint,
+            clock=self.reactor,
+            routes=order_routes(self.config, self.parts.test_codes),
+            connection="his-orders",
+            settings=MllpSettings(
+                max_message_size=orders.max_message_bytes, idle_timeout=orders.idle_timeout
+            ),
+        )
+
+    def _protocol_factory(self, connection: ConnectionConfig) -> IProtocolFactory:
+        ingest = self.ingests[connection.name]
+        if connection.protocol is WireProtocol.HL7:
+            handler = AnalyzerMllpHandler(ingest, clock=self.reactor, encoding=connection.encoding)
+            settings = MllpSettings(
+                max_message_size=connection.limits.max_message_bytes,
+                idle_timeout=connection.limits.idle_timeout,
+            )
+            factory: IProtocolFactory = MllpServerFactory(
+                handler,
+                clock=self.reactor,
+                settings=settings,
+                max_connections=connection.limits.max_connections,
+                name=connection.name,
+            )
+        else:
+
+            def build(_: IAddress | None) -> AstmLinkProtocol:
+                return ingest.build_protocol()
+
+            factory = AstmLinkFactory(build)
+        factory.noisy = False  # type: ignore[attr-defined]  # Twisted's "Starting factory" lines
+        return factory
+
+    def _client(self, connection: ConnectionConfig) -> ReconnectingClient:
+        policy = ReconnectPolicy(
+            initial_delay=connection.reconnect.initial, max_delay=connection.reconnect.maximum
+        )
+        factory = self._protocol_factory(connection)
+        line = connection.serial
+        if connection.transport is TransportKind.SERIAL and line is not None:
+            settings = SerialSettings(
+                line.device,
+                baudrate=line.baud,
+                data_bits=line.data_bits,
+                parity=Parity(line.parity),
+                stop_bits=line.stop_bits,
+                flow_control=FlowControl(line.flow_control),
+            )
+            return serial_client(
+                settings,
+                factory,
+                reactor=self.reactor,
+                policy=policy,
+                idle_timeout=connection.limits.idle_timeout,
+                name=connection.name,
+            )
+        if connection.tcp is None:
+            raise ConfigError([f"{connection.name}: a tcp-client connection needs host and port"])
+        endpoint = TCP4ClientEndpoint(self.reactor, connection.tcp.host, connection.tcp.port)
+        limits = ConnectionLimits(
+            idle_timeout=connection.limits.idle_timeout, keepalive=connection.keepalive
+        )
+        return ReconnectingClient(
+            endpoint,
+            factory,
+            clock=self.reactor,
+            policy=policy,
+            limits=limits,
+            name=connection.name,
+        )
+
+    # -- start ------------------------------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        """Recovery, then every service, then READY=1 (module docstring)."""
+        self._starting = Deferred.fromCoroutine(self._start_all())
+        return self._starting
+
+    async def _start_all(self) -> None:
+        await self._start(self.watchdog)
+        self.notifier.status("recovering sessions left open")
+        self._recover()
+        await self._start(self.dispatcher)
+        if self.his_listener is not None:
+            await self._start(self.his_listener)
+        for service in [*self.listeners, *self.clients]:
+            await self._start(service)
+        if self._stopping:
+            return
+        status = f"running: {len(self.config.connections)} analyzer connection(s)"
+        self.notifier.ready(status)
+        _log.info(
+            "gateway ready: {connections} analyzer connection(s), {listeners} listener(s), "
+            "store {backend}",
+            connections=len(self.config.connections),
+            listeners=len(self.listeners),
+            backend=self.store.engine.dialect.name,
+        )
+
+    def _recover(self) -> None:
+        now = self.reactor.seconds()
+        parts = self.parts
+        report = recover(
+            self.store,
+            parts.catalogue,
+            parts.his_profile,
+            self.config.routing,
+            parts.test_codes,
+            now,
+            connections=self.config.connections,
+        )
+        released = self.store.run_sync(release_own_claims, self.worker, now)
+        if released or report.sessions:
+            _log.info(
+                "recovery: {sessions} open session(s), {failed} left open; {released} "
+                "outbox claim(s) of this gateway released",
+                sessions=report.sessions,
+                failed=report.failed,
+                released=released,
+            )
+
+    async def _start(self, service: IService) -> None:
+        if self._stopping:
+            return
+        await maybeDeferred(service.startService)
+        self._started.append(service)
+
+    # -- stop -------------------------------------------------------------------------------
+
+    def stop(self) -> Deferred[None]:
+        """Stop gracefully (module docstring); once, however often it is called."""
+        if self._stop_done:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._stop_waiters.append(waiter)
+        if not self._stopping:
+            self._stopping = True
+            stopping = Deferred.fromCoroutine(self._stop())
+            stopping.addErrback(self._stop_failed)
+            stopping.addBoth(self._stop_finished)
+        return waiter
+
+    def _stop_finished(self, _: object) -> None:
+        self._stop_done = True
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    async def _stop(self) -> None:
+        if self._starting is not None and not self._starting.called:
+            # A service starting now would be missed below; starting takes no long wait.
+            await _settled(self._starting)
+        self.notifier.stopping("finishing the frames in hand")
+        _log.info("gateway stopping: no new connections; frames in hand are finished")
+        listeners = [s for s in self.listeners if s in self._started]
+        clients = [s for s in self.clients if s in self._started]
+        await self._step("stop listening", *(s.stopService() for s in listeners))
+        for listener in listeners:
+            listener.pause_reading()
+        for client in clients:
+            _pause(getattr(client.protocol, "transport", None))
+        await self._step("finish the frames being committed", self.journal.drain())
+        closing = [s.close_connections() for s in listeners]
+        await self._step("close the analyzer lines", *closing, *(s.stopService() for s in clients))
+        idle = [ingest.close() for ingest in self.ingests.values()]
+        await self._step("process what the lines ended", *idle)
+        await self._step("close the sessions", self.journal.drain())
+        for service in (self.his_listener, self.dispatcher, self.watchdog):
+            if service is not None and service in self._started:
+                await self._step(f"stop {service.name}", maybeDeferred(service.stopService))
+        self.store.close()
+        self.notifier.close()
+        _log.info("gateway stopped")
+
+    async def _step(self, what: str, *waiting: Deferred[Any]) -> None:
+        """Wait for every Deferred; a failure is logged and the stop carries on."""
+        results = await gatherResults(
+            [d.addErrback(self._step_failed, what) for d in waiting], consumeErrors=True
+        )
+        del results
+
+    def _step_failed(self, failure: Failure, what: str) -> None:
+        _log.failure("gateway stop: {what} failed", failure, what=what)
+
+    def _stop_failed(self, failure: Failure) -> None:
+        _log.failure("gateway stop failed", failure)
+
+    # -- for tests and the CLI --------------------------------------------------------------
+
+    @property
+    def listening_ports(self) -> dict[str, int]:
+        """Bound ports: ``his-orders`` and the name of each analyzer listener."""
+        ports = {s.name or "": s.port for s in self.listeners if s.port is not None}
+        if self.his_listener is not None and self.his_listener.port is not None:
+            ports["his-orders"] = self.his_listener.port
+        return ports
+
+
+def serve(
+    config: GatewayConfig, *, reactor: Any = None, notifier: SystemdNotifier | None = None
+) -> int:
+    """Run the gateway until the reactor stops (SIGTERM, SIGINT); the exit status: 0 after a
+    graceful stop, 1 when it could not start."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    notifier = notifier if notifier is not None else SystemdNotifier()
+    try:
+        parts = GatewayParts.load(config)
+        store = open_store(config, reactor)
+    except (LisgwError, OSError) as error:
+        _log.critical("gateway not started: {error}", error=str(error))
+        notifier.status(f"not started: {error}")
+        return 1
+    gateway = Gateway(config, store, parts, reactor=reactor, notifier=notifier)
+    status = [0]
+
+    def start_failed(failure: Failure) -> None:
+        _log.failure("gateway not started", failure)
+        status[0] = 1
+        if reactor.running:
+            reactor.stop()
+
+    def begin() -> None:
+        gateway.start().addErrback(start_failed)
+
+    reactor.callWhenRunning(begin)
+    reactor.addSystemEventTrigger("before", "shutdown", gateway.stop)
+    reactor.run()
+    return status[0]
