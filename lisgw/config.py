@@ -364,10 +364,15 @@ class _Builder:
     def tls(self, tls: Section) -> TlsConfig:
         verify = tls.boolean("verify", True)
         require_client_cert = tls.boolean("require_client_cert", True)
+        # lisgw.transports.tls always runs mutual TLS with verification: a setting that
+        # turned it off would be silently ignored, so it is refused instead.
+        for key, value in (("verify", verify), ("require_client_cert", require_client_cert)):
+            if not value:
+                tls.problem(key, "false is not supported: the HIS link always verifies both ends")
         for key, what in (("cert", "our certificate (PEM)"), ("key", "its private key (PEM)")):
             if not tls.given(key):
                 tls.problem(key, f"missing: {what}")
-        if (verify or require_client_cert) and not tls.given("ca"):
+        if not tls.given("ca"):
             tls.problem("ca", "missing: the CA certificates (PEM) to check the HIS against")
         return TlsConfig(
             cert=self.one_file(tls, "cert") or Path(),

@@ -275,10 +275,11 @@ class Listener:
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
-    """TLS on both HIS links (PEM files). The order listener presents ``cert`` and, with
-    ``require_client_cert``, demands a client certificate signed by ``ca``; the results link
-    presents ``cert`` and, with ``verify``, checks the HIS's certificate against ``ca`` and
-    its name against ``server_name`` (default: ``his.results.host``)."""
+    """TLS on both HIS links (PEM files), always mutual: the order listener presents ``cert``
+    and demands a client certificate signed by ``ca``; the results link presents ``cert`` and
+    checks the HIS's certificate against ``ca`` and its name against ``server_name``
+    (default: ``his.results.host``). ``verify`` and ``require_client_cert`` are always true
+    (the loader refuses false)."""
 
     cert: Path
     key: Path

@@ -440,15 +440,16 @@ def test_his_problems(tmp_path: Path) -> None:
     assert "his.tls.server_name: 5 is not a non-empty string" in found
 
 
-def test_tls_without_verification_needs_no_ca(tmp_path: Path) -> None:
+def test_tls_cannot_be_switched_to_no_verification(tmp_path: Path) -> None:
+    """The HIS link always runs mutual TLS: turning a check off is refused, not ignored."""
     for name in ("cert.pem", "key.pem"):
         (tmp_path / name).write_text("PEM", encoding="utf-8")
     extra = "    tls: {cert: cert.pem, key: key.pem, verify: false, require_client_cert: false}\n"
     text = HIS.replace("his:\n", "his:\n" + extra.replace("    ", "  ", 1))
-    path = write(tmp_path, f"{text}connections:\n{ASTM_SERVER}")
-    tls = load_config(path).his.tls
-    assert tls is not None and tls.ca is None and tls.cert == tmp_path / "cert.pem"
-    assert (tls.verify, tls.require_client_cert) == (False, False)
+    found = problems(write(tmp_path, f"{text}connections:\n{ASTM_SERVER}"))
+    assert any("his.tls.verify: false is not supported" in p for p in found)
+    assert any("his.tls.require_client_cert: false is not supported" in p for p in found)
+    assert any("his.tls.ca: missing" in p for p in found)
 
 
 def test_the_his_profile_and_test_codes_are_checked_too(tmp_path: Path) -> None:
