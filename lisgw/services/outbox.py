@@ -77,6 +77,9 @@ class DispatcherSettings:
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     encoding: str = "utf-8"  # the HIS profile's encoding, for reading ACKs
     mllp: MllpSettings = field(default_factory=lambda: MllpSettings(idle_timeout=300.0))
+    # On stop, how long the message in flight may wait for its ACK before it is aborted
+    # (well inside systemd's 90 s TimeoutStopSec).
+    stop_grace: float = 10.0
 
     @property
     def lease(self) -> float:
@@ -161,13 +164,21 @@ class OutboxDispatcher(Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        # The message in flight may still get its ACK within the grace, so that a result the
+        # HIS has taken is recorded as delivered; rows not yet sent are released. Past the
+        # grace the send is aborted: the row stays queued and goes again with the same MSH-10.
+        grace = self.clock.callLater(self.settings.stop_grace, self._abort_lanes)
+        await self._lock.acquire()  # the pass in progress records its outcomes
+        self._lock.release()
+        if grace.active():
+            grace.cancel()
+        await self._close_lanes()
+        _log.info("outbox dispatcher {worker} stopped", worker=self.settings.worker)
+
+    def _abort_lanes(self) -> None:
         for client in self._lanes:
             if client is not None:
                 client.abort()  # the message in flight fails: retried later, never lost
-        await self._lock.acquire()  # the pass in progress records its outcomes
-        self._lock.release()
-        await self._close_lanes()
-        _log.info("outbox dispatcher {worker} stopped", worker=self.settings.worker)
 
     def wake(self) -> None:
         """New rows were queued: run a pass at once (when the service is running)."""

@@ -365,7 +365,7 @@ class ServiceTests(OutboxTest):
         assert self.clock.getDelayedCalls() == []  # no timer left behind on either side
         assert {r.state for r in self.rows()} == {OutboxState.DELIVERED}
 
-    async def test_stopping_mid_delivery_releases_the_row(self) -> None:
+    async def test_stopping_mid_delivery_waits_its_grace_then_releases_the_row(self) -> None:
         his = await self.start_his()
         his.mode = AckMode.SILENT
         self.queue("S1", glucose("5.4"))
@@ -373,10 +373,13 @@ class ServiceTests(OutboxTest):
         await dispatcher.startService()
         self.clock.advance(0)
         await his.wait_for(1)
-        await dispatcher.stopService()  # aborts the connection waiting for the ACK
+        stopping = dispatcher.stopService()
+        assert not stopping.called  # the message in flight may still get its ACK
+        self.clock.advance(dispatcher.settings.stop_grace)  # it does not: aborted
+        await stopping
         (row,) = self.rows()
-        assert row.state == OutboxState.PENDING
-        assert "connection closed before the reply" in row.last_error
+        assert row.state == OutboxState.PENDING  # queued, sent again with the same MSH-10
+        assert row.last_error
         await his.stop()
         assert self.clock.getDelayedCalls() == []
 
