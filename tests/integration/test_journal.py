@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -30,8 +29,8 @@ from lisgw.store.database import make_engine
 from lisgw.store.ingest_work import open_sessions
 from lisgw.store.records import Direction
 from lisgw.store.runner import Store
-from tests.integration.store.conftest import PG_URL, pg_schema_url
 from tests.integration.store.test_runner import InlinePool, InlineReactor
+from tests.pgschema import fresh_pg_schema
 
 NOW = 1_767_268_800.0  # 2026-01-01T12:00:00Z
 
@@ -51,21 +50,7 @@ def make_store(case: unittest.TestCase, backend: str) -> Store:
 
 
 def _pg_engine(case: unittest.TestCase) -> sa.Engine:
-    try:
-        admin = make_engine(PG_URL, connect_args={"connect_timeout": 5})
-    except StoreError as error:
-        case.fail(f"PostgreSQL is unreachable at {PG_URL} (set LISGW_TEST_PG_URL): {error}")
-    schema = f"lisgw_ingest_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
-
-    case.addCleanup(drop)  # runs after the store's own cleanup (LIFO)
-    return make_engine(pg_schema_url(schema))
+    return make_engine(fresh_pg_schema(case, "lisgw_ingest"))
 
 
 def rename_table(store: Store, old: str, new: str) -> None:

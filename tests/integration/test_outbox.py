@@ -9,22 +9,18 @@ lisgw.sim.his.HisSimulator. The dispatcher's time is a ``Clock``: a night-long o
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from lisgw.errors import StoreError
 from lisgw.his.profile import HisProfile
 from lisgw.his.results import build_result_message, control_id_for, delivery_groups
 from lisgw.his.types import HisOrder, OrderedTest
@@ -41,12 +37,12 @@ from lisgw.store.runner import Store
 from lisgw.transports.mllp import MllpSettings
 from lisgw.transports.tls import TlsMaterial, client_endpoint
 from tests.integration.test_mllp_transport import make_pki
+from tests.pgschema import fresh_pg_schema
 
 REACTOR: IReactorTCP = global_reactor
 HOST = "127.0.0.1"
 NOW = 1_767_268_800.0  # 2026-01-01T12:00:00Z
 PROFILE = HisProfile.plain("2.5.1")
-PG_URL = os.environ.get("LISGW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ANALYZER = "c311"
 
 
@@ -389,21 +385,7 @@ class SharedOutboxTests(OutboxTest):
 
     def pg_store(self) -> Store:
         """A Store on a fresh PostgreSQL schema, as a second process would open it."""
-        try:
-            admin = make_engine(PG_URL, connect_args={"connect_timeout": 5})
-        except StoreError as error:
-            self.fail(f"PostgreSQL is unreachable at {PG_URL} (LISGW_TEST_PG_URL): {error}")
-        schema = f"lisgw_outbox_{uuid.uuid4().hex[:12]}"
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-
-        def drop() -> None:
-            with admin.begin() as conn:
-                conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-            admin.dispose()
-
-        self.addCleanup(drop)
-        url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        url = fresh_pg_schema(self, "lisgw_outbox")
         engine = make_engine(url)
         migrate.upgrade(engine)
         store = Store(engine, reactor=global_reactor)  # type: ignore[arg-type]

@@ -12,23 +12,21 @@ import json
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
-from lisgw.errors import StoreError
 from lisgw.sim.his import HisSimulator
 from lisgw.store import migrate, work
 from lisgw.store.database import make_engine
 from lisgw.store.records import OutboxState
 from lisgw.store.runner import Store
-from tests.integration.test_outbox import PG_URL, glucose, store_results
+from tests.integration.test_outbox import glucose, store_results
+from tests.pgschema import fresh_pg_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = 80
@@ -38,21 +36,7 @@ class SharedOutboxProcessesTest(unittest.TestCase):
     timeout = 120
 
     def setUp(self) -> None:
-        try:
-            admin = make_engine(PG_URL, connect_args={"connect_timeout": 5})
-        except StoreError as error:
-            self.fail(f"PostgreSQL is unreachable at {PG_URL} (LISGW_TEST_PG_URL): {error}")
-        schema = f"lisgw_procs_{uuid.uuid4().hex[:12]}"
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-
-        def drop() -> None:
-            with admin.begin() as conn:
-                conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-            admin.dispose()
-
-        self.addCleanup(drop)
-        self.url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        self.url = fresh_pg_schema(self, "lisgw_procs")
         engine = make_engine(self.url)
         migrate.upgrade(engine)
         self.store = Store(engine, reactor=global_reactor)  # type: ignore[arg-type]
