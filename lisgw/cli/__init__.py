@@ -11,6 +11,7 @@ import click
 from lisgw import __version__
 from lisgw.cli.config import config
 from lisgw.cli.decode import decode
+from lisgw.cli.demo import demo
 from lisgw.cli.drivers import drivers
 from lisgw.cli.run import run
 
@@ -24,6 +25,7 @@ def main() -> None:
 
     \b
     Examples:
+      lisgw demo                            # gateway + simulated analyzers and HIS
       lisgw decode capture.bin              # what did this analyzer send?
       lisgw decode --format text *.bin      # one readable line per message
       lisgw drivers list                    # the analyzers the catalogue knows
@@ -37,3 +39,4 @@ main.add_command(decode)
 main.add_command(drivers)
 main.add_command(config)
 main.add_command(run)
+main.add_command(demo)
