@@ -52,6 +52,7 @@ from twisted.python.failure import Failure
 from lisgw.astm import frames as fr
 from lisgw.errors import StoreError
 from lisgw.sim.analyzer import AnalyzerSimulator
+from lisgw.sim.his import HisSimulator
 from lisgw.store.database import describe, make_engine
 from lisgw.transports.astm import MessageOutcome
 from lisgw.transports.mllp import MllpClientProtocol, connect_mllp
@@ -487,3 +488,24 @@ async def send_partial(port: int, records: Sequence[bytes], frames_to_send: int)
         return 0
     finally:
         await within(instrument.abort(), 5, "the partial line to close")
+
+
+async def start_his(case: Any) -> tuple[HisSimulator, int]:
+    """A HIS simulator on a free loopback port, stopped when the test ends."""
+    his = HisSimulator(REACTOR, clock=REACTOR, host=HOST)
+    port = await his.start()
+    case.addCleanup(his.stop)
+    return his, port
+
+
+async def start_gateway(
+    case: Any, config: Path, workdir: Workdir, **options: Any
+) -> GatewayProcess:
+    """``lisgw run`` for ``config`` with a notify socket, both cleaned up; returns after
+    READY=1. ``options`` go to GatewayProcess (log_format, watchdog_usec)."""
+    notify = NotifySocket(workdir.path / "notify.sock")
+    case.addCleanup(notify.close)
+    gateway = GatewayProcess(config, notify, workdir.path / "gateway.log", **options)
+    case.addCleanup(gateway.cleanup)
+    await gateway.start_and_wait_ready()
+    return gateway

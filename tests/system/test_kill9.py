@@ -30,12 +30,7 @@ from twisted.trial import unittest
 
 from lisgw.hl7.message import parse_message
 from lisgw.sim.analyzer import capture_messages
-from lisgw.sim.his import HisSimulator
 from tests.system.conftest import (
-    HOST,
-    REACTOR,
-    GatewayProcess,
-    NotifySocket,
     PgDatabase,
     ResendingAnalyzer,
     Workdir,
@@ -45,6 +40,8 @@ from tests.system.conftest import (
     query_store,
     send_partial,
     sleep,
+    start_gateway,
+    start_his,
     store_url_of,
     within,
     write_config,
@@ -85,9 +82,7 @@ class _Kill9:
         if database is not None:
             case.addCleanup(database.drop)
         store_url = database.url if database is not None else None
-        his = HisSimulator(REACTOR, clock=REACTOR, host=HOST)
-        his_port = await his.start()
-        case.addCleanup(his.stop)
+        his, his_port = await start_his(case)
         analyzer_port = free_port()
         config = write_config(
             workdir.path,
@@ -97,11 +92,7 @@ class _Kill9:
             store_url=store_url,
             send_unsolicited=True,  # no orders: every patient result goes to the HIS
         )
-        notify = NotifySocket(workdir.path / "notify.sock")
-        case.addCleanup(notify.close)
-        gateway = GatewayProcess(config, notify, workdir.path / "gateway.log")
-        case.addCleanup(gateway.cleanup)
-        await gateway.start_and_wait_ready()
+        gateway = await start_gateway(case, config, workdir)
 
         template = capture_messages(corpus_file(CAPTURE))[0]
         analyzer = ResendingAnalyzer(analyzer_port, name="XN-550")

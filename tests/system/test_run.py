@@ -31,13 +31,10 @@ from lisgw.hl7.mllp import NEED_DATA as MLLP_NEED_DATA
 from lisgw.hl7.mllp import MllpFramer, MllpMessage
 from lisgw.services.notify import SystemdNotifier, watchdog_interval
 from lisgw.sim.analyzer import capture_messages
-from lisgw.sim.his import AckMode, HisSimulator
+from lisgw.sim.his import AckMode
 from tests.system.conftest import (
     HOST,
-    REACTOR,
     REPO,
-    GatewayProcess,
-    NotifySocket,
     PgDatabase,
     ResendingAnalyzer,
     Workdir,
@@ -48,6 +45,8 @@ from tests.system.conftest import (
     partial_frames,
     query_store,
     send_to_gateway,
+    start_gateway,
+    start_his,
     store_url_of,
     within,
     write_config,
@@ -88,9 +87,7 @@ class _EndToEnd:
         if database is not None:
             case.addCleanup(database.drop)
         store_url = database.url if database is not None else None
-        his = HisSimulator(REACTOR, clock=REACTOR, host=HOST)
-        his_port = await his.start()
-        case.addCleanup(his.stop)
+        his, his_port = await start_his(case)
         orders_port, analyzer_port = free_port(), free_port()
         config = write_config(
             workdir.path,
@@ -99,17 +96,13 @@ class _EndToEnd:
             analyzer_port=analyzer_port,
             store_url=store_url,
         )
-        notify = NotifySocket(workdir.path / "notify.sock")
-        case.addCleanup(notify.close)
-        gateway = GatewayProcess(
+        gateway = await start_gateway(
+            case,
             config,
-            notify,
-            workdir.path / "gateway.log",
+            workdir,
             log_format=self.log_format,
             watchdog_usec=400_000,
         )
-        case.addCleanup(gateway.cleanup)
-        await gateway.start_and_wait_ready()
 
         # Orders in: committed, then AA.
         ack = read_ack(await send_to_gateway(orders_port, ORM))
@@ -140,13 +133,13 @@ class _EndToEnd:
         pid = oru.segment("PID")
         assert pid is not None and pid.get(3) == "PAT0027"
 
-        await eventually(lambda: notify.count("WATCHDOG=1") >= 2, 10, "watchdog pings")
+        await eventually(lambda: gateway.notify.count("WATCHDOG=1") >= 2, 10, "watchdog pings")
         # The delivery is recorded once the pass ends: wait for it before stopping.
         await eventually(lambda: "1 delivered" in gateway.log_text(), 10, "the delivery record")
 
         assert await gateway.terminate() == 0, gateway.log_tail()
-        assert notify.count("READY=1") == 1
-        assert notify.count("STOPPING=1") == 1
+        assert gateway.notify.count("READY=1") == 1
+        assert gateway.notify.count("STOPPING=1") == 1
 
         url = store_url_of(workdir.path, store_url)
         outbox = query_store(url, "SELECT state, control_id, sample_id FROM outbox")
@@ -173,9 +166,7 @@ class TestRunOnSqlite(_EndToEnd, unittest.TestCase):
     async def test_sigterm_mid_transfer_leaves_it_incomplete(self) -> None:
         workdir = Workdir()
         self.addCleanup(workdir.remove)
-        his = HisSimulator(REACTOR, clock=REACTOR, host=HOST)
-        his_port = await his.start()
-        self.addCleanup(his.stop)
+        his, his_port = await start_his(self)
         analyzer_port = free_port()
         config = write_config(
             workdir.path,
@@ -184,11 +175,7 @@ class TestRunOnSqlite(_EndToEnd, unittest.TestCase):
             analyzer_port=analyzer_port,
             send_unsolicited=True,
         )
-        notify = NotifySocket(workdir.path / "notify.sock")
-        self.addCleanup(notify.close)
-        gateway = GatewayProcess(config, notify, workdir.path / "gateway.log")
-        self.addCleanup(gateway.cleanup)
-        await gateway.start_and_wait_ready()
+        gateway = await start_gateway(self, config, workdir)
 
         message = capture_messages(corpus_file(CAPTURE))[0]
         instrument = await connect_partial(analyzer_port)
@@ -208,9 +195,7 @@ class TestRunOnSqlite(_EndToEnd, unittest.TestCase):
     async def test_hl7_analyzer_over_mllp(self) -> None:
         workdir = Workdir()
         self.addCleanup(workdir.remove)
-        his = HisSimulator(REACTOR, clock=REACTOR, host=HOST)
-        his_port = await his.start()
-        self.addCleanup(his.stop)
+        his, his_port = await start_his(self)
         hl7_port = free_port()
         mindray = {
             "name": "bc-5130",
@@ -228,11 +213,7 @@ class TestRunOnSqlite(_EndToEnd, unittest.TestCase):
             send_unsolicited=True,
             extra_connections=[mindray],
         )
-        notify = NotifySocket(workdir.path / "notify.sock")
-        self.addCleanup(notify.close)
-        gateway = GatewayProcess(config, notify, workdir.path / "gateway.log")
-        self.addCleanup(gateway.cleanup)
-        await gateway.start_and_wait_ready()
+        gateway = await start_gateway(self, config, workdir)
 
         payloads = mllp_payloads(corpus_file(MINDRAY))
         assert payloads, "no complete MLLP message in the capture"
