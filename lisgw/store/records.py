@@ -21,6 +21,7 @@ from lisgw.his.types import HisOrder, OrderedTest
 __all__ = [
     "AuditRecord",
     "ConnectionRecord",
+    "ConnectionState",
     "Direction",
     "FrameIn",
     "FrameRecord",
@@ -91,6 +92,17 @@ class ReviewState(enum.StrEnum):
     ASSIGNED = "assigned"
     RESOLVED = "resolved"
     DISCARDED = "discarded"
+
+
+class ConnectionState(enum.StrEnum):
+    """An analyzer line as the running gateway last reported it (connection_status)."""
+
+    LISTENING = "listening"  # tcp-server: waiting for the analyzer to connect
+    CONNECTING = "connecting"  # tcp-client / serial: opening the line
+    CONNECTED = "connected"
+    WAITING = "waiting"  # tcp-client / serial: backing off before the next attempt
+    DOWN = "down"  # the device or peer is missing; retrying
+    STOPPED = "stopped"  # the gateway stopped
 
 
 class QueryState(enum.StrEnum):

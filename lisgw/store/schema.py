@@ -38,6 +38,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 
 from lisgw.store.records import (
+    ConnectionState,
     Direction,
     MessageState,
     OrderState,
@@ -54,10 +55,12 @@ __all__ = [
     "CleanText",
     "audit",
     "clean_text",
+    "connection_status",
     "connections",
     "frames",
     "messages",
     "metadata",
+    "nodes",
     "order_queue",
     "order_tests",
     "orders",
@@ -148,6 +151,35 @@ connections = sa.Table(
     _text("instrument_software"),
     _time("first_seen_at"),
     _time("last_seen_at"),
+)
+
+# One row per analyzer connection: what the running gateway last reported of its line.
+connection_status = sa.Table(
+    "connection_status",
+    metadata,
+    sa.Column("name", CleanText, sa.ForeignKey("connections.name"), primary_key=True),
+    _text("node"),
+    _state(),
+    _text("peer"),
+    _time("since"),
+    _time("last_message_at", nullable=True),
+    sa.Column("reconnects", sa.Integer, nullable=False),
+    sa.Column("errors", sa.Integer, nullable=False),
+    _text("last_error"),
+    _time("updated_at"),
+    one_of("state", ConnectionState),
+)
+
+# One row per gateway process sharing the store (worker name), with its heartbeat.
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("name", CleanText, primary_key=True),
+    sa.Column("pid", sa.Integer, nullable=False),
+    _text("version"),
+    _time("started_at"),
+    _time("heartbeat_at"),
+    _time("stopped_at", nullable=True),
 )
 
 sessions = sa.Table(
@@ -241,6 +273,10 @@ order_queue = sa.Table(
     _state(),
     _time("created_at"),
     _time("sent_at", nullable=True),
+    # Order downloads: tries so far, why the last one failed, when to try again.
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("last_error", CleanText, nullable=False, server_default=""),
+    _time("next_attempt_at", nullable=True),
     sa.UniqueConstraint("order_test_id", "connection"),
     sa.Index("ix_order_queue_connection_state", "connection", "state"),
     one_of("state", QueueState),
