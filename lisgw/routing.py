@@ -51,6 +51,7 @@ __all__ = [
     "RoutingOutcome",
     "driver_name",
     "is_correction",
+    "message_identities",
     "normalize_sample_id",
     "result_identity",
     "route",
@@ -156,6 +157,14 @@ def result_identity(connection: str, sample_id: str, result: Result) -> str:
     return hashlib.sha256(encoded.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
+def message_identities(message: NormalizedMessage, connection: str) -> list[str]:
+    """``result_identity`` of every result of ``message``, in message order."""
+    return [
+        result_identity(connection, specimen.sample_id, result)
+        for specimen, result in _results(message)
+    ]
+
+
 def is_correction(result: Result) -> bool:
     """Whether the analyzer sent this result as a correction of an earlier one."""
     if result.status_meaning:
@@ -176,22 +185,26 @@ def route(
     codes: TestCodeMap | None,
     known: Set[str],
     config: RoutingConfig = RoutingConfig(),
+    identities: Sequence[str] | None = None,
 ) -> RoutingOutcome:
     """Route every result of ``message`` (see the module docstring for the rules).
 
     ``orders`` maps sample IDs (normalized here, whatever the store used) to the order
     tests results may be delivered against; ``codes`` is the test-code mapping table (None:
     no table, results match on the order's analyzer code alone and no code is "unknown");
-    ``known`` holds the identities already stored.
+    ``known`` holds the identities already stored. ``identities``: the results'
+    ``message_identities`` when the caller already computed them (else computed here).
     """
     if message.incomplete:
         return RoutingOutcome((), config, "incomplete transmission: its records are not results")
+    if identities is None:
+        identities = message_identities(message, connection)
     index = _index_orders(orders)
     router = _Router(connection, driver_name(message.driver), message.driver, codes, index)
     seen: set[str] = set(known)
     routed: list[RoutedResult] = []
-    for specimen, result in _results(message):
-        item = router.route(specimen, result, seen)
+    for (specimen, result), identity in zip(_results(message), identities, strict=True):
+        item = router.route(specimen, result, identity, seen)
         seen.add(item.identity)
         routed.append(item)
     return RoutingOutcome(tuple(routed), config)
@@ -236,9 +249,10 @@ class _Router:
         self.codes = codes
         self.orders = orders
 
-    def route(self, specimen: Specimen, result: Result, seen: set[str]) -> RoutedResult:
+    def route(
+        self, specimen: Specimen, result: Result, identity: str, seen: set[str]
+    ) -> RoutedResult:
         sample_id = normalize_sample_id(specimen.sample_id)
-        identity = result_identity(self.connection, sample_id, result)
         mapped = self._lookup(result.test)
         verdict = self._verdict(specimen, sample_id, result, mapped, identity in seen)
         his_code = mapped.his_code if mapped is not None else ""

@@ -47,7 +47,7 @@ from lisgw.his.results import build_result_message, control_id_for, delivery_gro
 from lisgw.his.types import RoutedResult
 from lisgw.hl7.message import Hl7Message
 from lisgw.model import Kind, NormalizedMessage, Protocol
-from lisgw.routing import RoutingConfig, normalize_sample_id, result_identity, route
+from lisgw.routing import RoutingConfig, message_identities, normalize_sample_id, route
 from lisgw.services.his import hl7_now
 from lisgw.store import work
 from lisgw.store.ingest_work import dead_on_arrival
@@ -230,11 +230,16 @@ def store_transfer(
     session_id: int | None,
     now: float,
     close_reason: str | None = None,
+    legacy: bool = False,
 ) -> TransferStored:
-    """One unit of work: keep, route and queue a transfer's messages; close its session."""
+    """One unit of work: keep, route and queue a transfer's messages; close its session.
+
+    ``legacy``: save results the former way (lisgw.store.results.save_routed_results),
+    for bench/store_units.py's before/after comparison only.
+    """
     stored = TransferStored()
     for decoded in messages:
-        stored += _store_message(conn, decoded, context, session_id, now)
+        stored += _store_message(conn, decoded, context, session_id, now, legacy)
     if session_id is not None and close_reason is not None:
         work.close_session(conn, session_id, reason=close_reason, now=now)
     return stored
@@ -269,6 +274,7 @@ def _store_message(
     context: IngestContext,
     session_id: int | None,
     now: float,
+    legacy: bool = False,
 ) -> TransferStored:
     message = decoded.message
     state, reason = _state_of(decoded)
@@ -292,7 +298,7 @@ def _store_message(
     if state is MessageState.INCOMPLETE:
         return kept + TransferStored(incomplete=1)
     if state is MessageState.RECEIVED:
-        return kept + _route(conn, record.id, message, context, now)
+        return kept + _route(conn, record.id, message, context, now, legacy)
     if message.kind is Kind.QUERY and message.query is not None:
         work.save_query(conn, record.id, message.query, now=now)
         return kept + TransferStored(queries=1)
@@ -305,14 +311,11 @@ def _route(
     message: NormalizedMessage,
     context: IngestContext,
     now: float,
+    legacy: bool = False,
 ) -> TransferStored:
     connection = context.connection
     sample_ids = [normalize_sample_id(s.sample_id) for s in message.specimens]
-    identities = [
-        result_identity(connection, specimen.sample_id, result)
-        for specimen in message.specimens
-        for result in specimen.results
-    ]
+    identities = message_identities(message, connection)
     outcome = route(
         message,
         connection=connection,
@@ -320,9 +323,10 @@ def _route(
         codes=context.codes,
         known=work.known_identities(conn, identities),
         config=context.routing,
+        identities=identities,
     )
     payloads, unbuilt = _payloads(conn, outcome.to_deliver, context, now)
-    saved = work.save_routed_results(conn, message_id, outcome, payloads, now)
+    saved = work.save_routed_results(conn, message_id, outcome, payloads, now, legacy=legacy)
     dead = 0
     for row in saved.outbox:
         why = unbuilt.get(row.identity)

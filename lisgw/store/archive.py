@@ -72,14 +72,17 @@ def note_instrument(
     conn: sa.Connection, name: str, instrument: Instrument, *, now: float
 ) -> ConnectionRecord:
     """Record the instrument a connection announced (ASTM H.5, HL7 MSH-3)."""
-    ensure_connection(conn, name, now)
     values = {
         "instrument_name": instrument.name,
         "instrument_serial": instrument.serial,
         "instrument_software": instrument.software,
         "last_seen_at": now,
     }
-    conn.execute(sa.update(connections).where(connections.c.name == name).values(values))
+    update = sa.update(connections).where(connections.c.name == name).values(values)
+    # Every transfer notes its instrument: update first, create the row only when missing.
+    if conn.execute(update).rowcount == 0:
+        ensure_connection(conn, name, now)
+        conn.execute(update)
     return get_connection(conn, name)
 
 

@@ -11,7 +11,8 @@ SQLite (``sqlite:///<data dir>/lisgw.sqlite``, the default) is opened, on every 
 * ``foreign_keys=ON`` (SQLite's default is off), and ``busy_timeout`` so that a writer waits
   for another instead of failing.
 
-Transactions on SQLite start with ``BEGIN IMMEDIATE``, issued by us rather than by the
+Transactions on SQLite start with ``BEGIN IMMEDIATE`` (read-only ones, on an engine with the
+``READ_ONLY_OPTION`` execution option, with a plain ``BEGIN``), issued by us rather than by the
 ``sqlite3`` module (which begins late and commits before DDL; see SQLAlchemy's "Serializable
 isolation / Savepoints / Transactional DDL"): every unit of work takes the write lock when it
 starts, waits for it under ``busy_timeout``, and so never fails half-way with SQLITE_BUSY when
@@ -40,6 +41,7 @@ from lisgw.errors import StoreError
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "DEFAULT_FILE_NAME",
+    "READ_ONLY_OPTION",
     "default_url",
     "describe",
     "make_engine",
@@ -47,6 +49,8 @@ __all__ = [
 ]
 
 DEFAULT_FILE_NAME: Final = "lisgw.sqlite"
+# Execution option of the engine Store.read uses: on SQLite, BEGIN instead of BEGIN IMMEDIATE.
+READ_ONLY_OPTION: Final = "lisgw_read_only"
 BUSY_TIMEOUT_MS: Final = 30_000
 _SQLITE_PRAGMAS: Final = (
     "PRAGMA journal_mode=WAL",
@@ -139,4 +143,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(connection: sa.Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A read-only unit (Store.read) begins DEFERRED: under WAL it reads the last commit
+    # without taking the write lock, so it never waits behind the writer.
+    read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from lisgw.errors import StoreError
 from lisgw.routing import RoutingOutcome
 from lisgw.store._sql import chunks, insert_ignore, unique, write_audit
+from lisgw.store.bulk_results import insert_results, insert_reviews
 from lisgw.store.orders import refresh_order_states
 from lisgw.store.outbox import outbox_row
 from lisgw.store.records import (
@@ -61,13 +62,24 @@ def save_routed_results(
     outcome: RoutingOutcome,
     outbox_payloads: Sequence[OutboxPayload],
     now: float,
+    *,
+    legacy: bool = False,
 ) -> RoutedSaved:
-    """Store one message's routed results and their deliveries; mark the message routed."""
+    """Store one message's routed results and their deliveries; mark the message routed.
+
+    Results and review rows go in with plain executemany (lisgw.store._bulk), their ids read
+    back by message_id; ``legacy`` uses the former per-row ``INSERT … RETURNING`` through
+    SQLAlchemy instead (kept for bench/store_units.py's before/after comparison).
+    """
     new_outbox = _insert_outbox(conn, outbox_payloads, now)
     carrier = _carriers(conn, outbox_payloads)
-    stored, duplicates = _insert_results(conn, message_id, outcome, carrier, now)
-    reviews = _insert_reviews(conn, stored, outcome, now)
-    _complete_tests(conn, stored, now)
+    if legacy:
+        stored, duplicates = _insert_results(conn, message_id, outcome, carrier, now)
+        reviews = _insert_reviews(conn, stored, outcome, now)
+    else:
+        stored, duplicates = insert_results(conn, message_id, outcome, carrier, now)
+        reviews = insert_reviews(conn, message_id, stored, outcome, now)
+    _complete_tests(conn, stored, now, legacy)
     updated = conn.execute(
         sa.update(messages)
         .where(messages.c.id == message_id)
@@ -254,18 +266,26 @@ def _insert_reviews(
     return sorted((_review(row) for row in returned), key=lambda r: r.id)
 
 
-def _complete_tests(conn: sa.Connection, stored: Sequence[ResultRecord], now: float) -> None:
+def _complete_tests(
+    conn: sa.Connection, stored: Sequence[ResultRecord], now: float, legacy: bool = False
+) -> None:
     """Mark the order tests matched results complete, then re-derive those orders' states."""
     matched = [r for r in stored if r.match == "matched" and r.order_placer and r.his_code]
     if not matched:
         return
+    by_order: dict[str, list[str]] = {}
     for r in matched:
-        order_id = sa.select(orders.c.id).where(orders.c.placer == r.order_placer)
+        by_order.setdefault(r.order_placer, []).append(r.his_code)
+    groups = list(by_order.items())  # one statement per order, not one per result
+    if legacy:  # the former shape, one per result: bench/store_units.py's comparison only
+        groups = [(r.order_placer, [r.his_code]) for r in matched]
+    for placer, his_codes in groups:
+        order_id = sa.select(orders.c.id).where(orders.c.placer == placer)
         conn.execute(
             sa.update(order_tests)
             .where(
                 order_tests.c.order_id == order_id.scalar_subquery(),
-                order_tests.c.his_code == r.his_code,
+                order_tests.c.his_code.in_(unique(his_codes)),
                 order_tests.c.state == str(TestState.OPEN),
             )
             .values(state=str(TestState.RESULTED))

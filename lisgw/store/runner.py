@@ -15,7 +15,9 @@ sends no positive ACK.
 
 Threads: SQLite has one writer at a time, and a second thread would only wait on the write
 lock (SQLite's busy handler sleeps, which costs latency), so a SQLite store runs its units on
-one thread by default; PostgreSQL gets four. The pool is created and started on the first
+one thread by default; PostgreSQL gets four. ``Store.read`` runs read-only units (the
+host-query lookup) on two threads of their own on SQLite, so a reply never waits for the
+writers' queue (issue 6). The pool is created and started on the first
 ``run`` unless one is given; ``close`` stops a pool the store created and disposes of the
 engine. The reactor is injected (the global one is used only when none is given).
 """
@@ -32,7 +34,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from lisgw.store.database import store_error
+from lisgw.store.database import READ_ONLY_OPTION, store_error
 
 __all__ = ["Store"]
 
@@ -57,6 +59,8 @@ class Store:
         self._owns_pool = threadpool is None
         default_threads = 1 if engine.dialect.name == "sqlite" else 4
         self._max_threads = max_threads if max_threads is not None else default_threads
+        self._reader: Engine = engine.execution_options(**{READ_ONLY_OPTION: True})
+        self._read_pool: ThreadPool | None = None
 
     def run(
         self,
@@ -71,6 +75,28 @@ class Store:
 
         return deferToThreadPool(self._get_reactor(), self._get_pool(), call)
 
+    def read(
+        self,
+        fn: Callable[Concatenate[sa.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Deferred[T]:
+        """``fn(conn, ...)``, a unit that only READS, on threads of its own: it never waits
+        behind the writers' queue (SQLite: a deferred transaction that, under WAL, sees the
+        last commit without the write lock; PostgreSQL: the same pool as ``run``). A unit
+        that writes must use ``run``."""
+        if self.engine.dialect.name != "sqlite":
+            return self.run(fn, *args, **kwargs)
+
+        def call() -> T:
+            return self._call_on(self._reader, fn, *args, **kwargs)
+
+        if self._read_pool is None:
+            self._read_pool = ThreadPool(0, 2, name="lisgw-store-read")
+        if not self._read_pool.started:
+            self._read_pool.start()
+        return deferToThreadPool(self._get_reactor(), self._read_pool, call)
+
     def run_sync(
         self,
         fn: Callable[Concatenate[sa.Connection, P], T],
@@ -84,6 +110,8 @@ class Store:
         """Stop the thread pool the store created, close the engine's connections."""
         if self._owns_pool and self._threadpool is not None and self._threadpool.started:
             self._threadpool.stop()
+        if self._read_pool is not None and self._read_pool.started:
+            self._read_pool.stop()
         self.engine.dispose()
 
     def _call(
@@ -92,8 +120,17 @@ class Store:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
+        return self._call_on(self.engine, fn, *args, **kwargs)
+
+    def _call_on(
+        self,
+        engine: Engine,
+        fn: Callable[Concatenate[sa.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
         try:
-            with self.engine.begin() as conn:
+            with engine.begin() as conn:
                 return fn(conn, *args, **kwargs)
         except sa.exc.SQLAlchemyError as error:
             raise store_error(self.engine, error) from error

@@ -1,0 +1,121 @@
+"""Plain ``executemany`` inserts for the hot path: no RETURNING, no per-row type processing.
+
+Layer: store (internal). Imports sqlalchemy, lisgw.errors and lisgw.store.schema.
+
+Why (issue 6): storing a CBC transfer inserted 40 result rows and 40 review rows through
+SQLAlchemy's compiled ``INSERT … RETURNING`` (insertmanyvalues), which runs every column's
+bind processor on every row (``CleanText`` on each text column, the JSON serializer) and
+sets up a compiled statement per call: most of the store thread's CPU per session. Here the
+statement is plain SQL built once per (dialect, table, columns), and the rows go to the DBAPI
+cursor's ``executemany`` as tuples, so the caller is responsible for the values:
+
+* text: ``clean_texts`` checks a message's text once (all values joined) and runs
+  ``clean_text`` per value only when that check finds a NUL or a lone surrogate, so the
+  stored text is exactly what ``CleanText`` would have stored;
+* JSON columns: pass the ``json_text`` string (what sa.JSON would have written); on
+  PostgreSQL the placeholder is cast to json;
+* booleans, numbers and None: as they are (both drivers adapt them).
+
+Skipped conflicts (``ON CONFLICT … DO NOTHING``) are not reported: callers read back what was
+inserted (e.g. ids by ``message_id``) in one SELECT.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from lisgw.errors import StoreError
+from lisgw.store.schema import clean_text
+
+__all__ = ["clean_texts", "insert_many", "json_text"]
+
+_SEPARATOR = "\x1f"
+_statements: dict[tuple[str, str, tuple[str, ...], tuple[str, ...], int], str] = {}
+_PG_ROWS = 500  # rows per statement on PostgreSQL: 22 columns x 500 stay far below 65535
+
+
+def json_text(value: object) -> str:
+    """A JSON column's text, as sa.JSON's default serializer writes it."""
+    return json.dumps(value)
+
+
+def clean_texts(values: Sequence[str]) -> bool:
+    """Whether these texts need ``clean_text`` (one check for all of them)."""
+    joined = _SEPARATOR.join(values)
+    if joined.isascii():
+        return "\x00" in joined
+    return clean_text(joined) != joined
+
+
+def insert_many(
+    conn: sa.Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    conflict: Sequence[str] = (),
+) -> None:
+    """INSERT the rows (sequences in ``columns`` order); ``conflict``: ON CONFLICT (conflict)
+    DO NOTHING. SQLite: one executemany; PostgreSQL: one multi-row VALUES per 500 rows."""
+    if not rows:
+        return
+    dialect = conn.dialect
+    if dialect.name != "postgresql":  # SQLite: executemany is in-process, no round trips
+        sql = _statement(dialect, table, columns, conflict, 1)
+        conn.exec_driver_sql(sql, list(map(tuple, rows)))
+        return
+    # PostgreSQL: one multi-row VALUES per chunk (one round trip, not one per row).
+    for start in range(0, len(rows), _PG_ROWS):
+        part = rows[start : start + _PG_ROWS]
+        sql = _statement(dialect, table, columns, conflict, len(part))
+        conn.exec_driver_sql(sql, tuple(value for row in part for value in row))
+
+
+def _statement(
+    dialect: sa.Dialect,
+    table: sa.Table,
+    columns: Sequence[str],
+    conflict: Sequence[str],
+    count: int,
+) -> str:
+    key = (dialect.name, table.name, tuple(columns), tuple(conflict), count)
+    sql = _statements.get(key)
+    if sql is None:
+        sql = _statements[key] = _insert_sql(dialect, table, columns, conflict, count)
+    return sql
+
+
+def _insert_sql(
+    dialect: sa.Dialect,
+    table: sa.Table,
+    columns: Sequence[str],
+    conflict: Sequence[str],
+    count: int,
+) -> str:
+    if dialect.paramstyle == "qmark":
+        marker = "?"
+    elif dialect.paramstyle in ("format", "pyformat"):
+        marker = "%s"
+    else:
+        raise StoreError(f"unsupported paramstyle {dialect.paramstyle!r} ({dialect.name})")
+    quote = dialect.identifier_preparer.quote
+    placeholders = []
+    for name in columns:
+        if name not in table.c:
+            raise StoreError(f"table {table.name} has no column {name!r}")
+        is_json = isinstance(table.c[name].type, sa.JSON)
+        placeholders.append(
+            f"{marker}::json" if is_json and dialect.name == "postgresql" else marker
+        )
+    group = "(" + ", ".join(placeholders) + ")"
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES {', '.join([group] * count)}"
+    )
+    if conflict:
+        sql += f" ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO NOTHING"
+    return sql

@@ -1,0 +1,84 @@
+"""UnitBatcher (lisgw.services.batcher): units queued while a flush is in flight share one
+transaction; a failed batch is re-run unit by unit so only the bad unit fails.
+
+A fake store stands in for Store.run: it records each transaction's units and fires when
+the test says, so no thread or database is involved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from lisgw.errors import StoreError
+from lisgw.services.batcher import UnitBatcher
+
+
+class FakeStore:
+    """Store.run look-alike: ``fn(conn)`` runs when ``finish`` is called."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
+        self.transactions = 0
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+        done: Deferred[Any] = Deferred()
+        self.pending.append((lambda conn: fn(conn, *args, **kwargs), (), done))
+        return done
+
+    def finish(self) -> None:
+        call, _, done = self.pending.pop(0)
+        self.transactions += 1
+        try:
+            result = call("conn")
+        except StoreError as error:
+            done.errback(error)
+        else:
+            done.callback(result)
+
+
+def unit(conn: str, value: int, log: list[int]) -> int:
+    log.append(value)
+    if value < 0:
+        raise StoreError(f"unit {value} breaks a constraint")
+    return value * 10
+
+
+def test_units_queued_during_a_flush_share_the_next_transaction() -> None:
+    store = FakeStore()
+    batcher = UnitBatcher(store, Clock())  # type: ignore[arg-type]
+    log: list[int] = []
+    results: list[int] = []
+    batcher.run(unit, 1, log).addCallback(results.append)  # starts a flush at once
+    for value in (2, 3, 4):
+        batcher.run(unit, value, log).addCallback(results.append)
+    assert len(store.pending) == 1
+    store.finish()
+    assert results == [10]
+    assert len(store.pending) == 1  # 2, 3, 4 together
+    store.finish()
+    assert results == [10, 20, 30, 40]
+    assert store.transactions == 2
+    assert batcher.stats.largest_batch == 3 and batcher.stats.units == 4
+
+
+def test_a_failed_batch_runs_each_unit_alone_and_only_the_bad_one_fails() -> None:
+    store = FakeStore()
+    batcher = UnitBatcher(store, Clock())  # type: ignore[arg-type]
+    log: list[int] = []
+    outcomes: list[object] = []
+    batcher.run(unit, 1, log).addCallback(outcomes.append)
+    for value in (2, -3, 4):
+        batcher.run(unit, value, log).addCallbacks(
+            outcomes.append, lambda f: outcomes.append(f.getErrorMessage())
+        )
+    store.finish()  # unit 1 alone
+    store.finish()  # 2, -3, 4 together: fails
+    for _ in range(3):  # then each alone
+        store.finish()
+    assert outcomes == [10, 20, "unit -3 breaks a constraint", 40]
+    assert batcher.stats.failed_batches == 1
+    assert not store.pending
