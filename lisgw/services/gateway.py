@@ -27,9 +27,11 @@ they ended; stop the HIS listener after the messages it is handling; stop the di
 (lisgw.services.outbox: a send in flight is aborted and retried after restart, with the same
 MSH-10); close the store. Undelivered results stay in the outbox.
 
-Several analyzers on one listener are told apart by peer address (``peers``); a listener
-whose analyzers share addresses and differ only by sender name needs the first message to
-decide, which is not supported yet: such connections are refused with a warning.
+Several analyzers on one listener are told apart by peer address (``peers``); where the
+address leaves several, or a connection lists ``senders``, by the sender name of the first
+message (ASTM H.5.1, HL7 MSH-3.1): lisgw.transports.attribute holds the connection until it
+is named, then hands every byte to the chosen connection's protocol; an unknown or
+ambiguous sender is refused with a warning.
 No patient data is logged here: names, ports, counts.
 """
 
@@ -64,17 +66,23 @@ from lisgw.hl7.build import AckError, build_ack
 from lisgw.hl7.message import parse_message
 from lisgw.hl7.mllp import MllpMessage
 from lisgw.routing import driver_name
+from lisgw.sender import AstmSenderProbe, Hl7SenderProbe
+from lisgw.services.batcher import UnitBatcher
+from lisgw.services.download import OrderDownloader
 from lisgw.services.his import STORE_UNAVAILABLE, HisOrderListener, hl7_now
 from lisgw.services.ingest import AnalyzerIngest
 from lisgw.services.journal import FrameJournal
 from lisgw.services.notify import SystemdNotifier, WatchdogService
 from lisgw.services.outbox import DispatcherSettings, OutboxDispatcher
 from lisgw.services.recovery import recover
+from lisgw.services.responder import HostQueryResponder
+from lisgw.services.status import StatusReporter
 from lisgw.store import migrate, work
 from lisgw.store.database import make_engine
 from lisgw.store.records import OutboxState, QueueTarget
 from lisgw.store.runner import Store
 from lisgw.transports.astm import AstmLinkFactory, AstmLinkProtocol
+from lisgw.transports.attribute import SenderAttributor
 from lisgw.transports.mllp import MllpLink, MllpServerFactory, MllpSettings
 from lisgw.transports.serial import FlowControl, Parity, SerialSettings, serial_client
 from lisgw.transports.tcp import (
@@ -102,6 +110,7 @@ _log = Logger()
 # The ingest does not wake the dispatcher when it queues results: a short poll keeps the
 # delay from commit to delivery small (one indexed query per poll when idle).
 DISPATCH_POLL_INTERVAL: Final = 0.2
+DISPATCH_WAKE_DELAY: Final = 0.03
 _STUB_ORIGINAL: Final = b"MSH|^~\\&|||||||||P|2.5.1\r"  # answers a payload that is not HL7
 
 
@@ -209,10 +218,18 @@ class AnalyzerMllpHandler:
     (AA; AE when it is not HL7; AR "store unavailable" when nothing could be kept, so that the
     analyzer sends it again). A message cut short by a closing connection gets no ACK."""
 
-    def __init__(self, ingest: AnalyzerIngest, *, clock: Any, encoding: str) -> None:
+    def __init__(
+        self,
+        ingest: AnalyzerIngest,
+        *,
+        clock: Any,
+        encoding: str,
+        responder: HostQueryResponder | None = None,
+    ) -> None:
         self.ingest = ingest
         self.clock = clock
         self.encoding = encoding
+        self.responder = responder  # answers a QBP with its RSP instead of the ACK
         self._numbers = itertools.count(1)
 
     def connection_opened(self, link: MllpLink) -> None:
@@ -239,7 +256,7 @@ class AnalyzerMllpHandler:
         except CodecError:
             original = None
         try:
-            await self.ingest.hl7_message(message.payload, link.peer)
+            decoded, stored = await self.ingest.hl7_stored(message.payload, link.peer)
         except Exception as error:  # nothing was kept: the analyzer must send it again
             _log.error(
                 "HL7 {name}: message from {peer} not stored ({error}): AR",
@@ -252,6 +269,14 @@ class AnalyzerMllpHandler:
         if original is None:
             fault = AckError("102", "Data type error", diagnostic="not an HL7 message")
             return self._ack(None, "AE", "not an HL7 message", fault)
+        if self.responder is not None and stored.queries:
+            try:
+                reply = await self.responder.hl7_reply(decoded, stored)
+            except Exception:  # the query is kept: ACK it, the reason is logged
+                _log.failure("HL7 {name}: host query reply not built", name=name)
+                reply = None
+            if reply is not None:
+                return reply
         return self._ack(original, "AA", "", None)
 
     def _ack(self, original: Any, code: str, text: str, fault: AckError | None) -> bytes:
@@ -273,11 +298,15 @@ class AnalyzerMllpHandler:
 
 class _AttributingFactory:
     """The protocol factory behind a listener: each accepted peer goes to the one connection
-    its address belongs to (``Listener.for_peer``); others are refused."""
+    its address belongs to (``Listener.attribute``) or, when the address leaves it open, the
+    one its first message's sender names (lisgw.transports.attribute); others are refused."""
 
-    def __init__(self, listener: Listener, factories: Mapping[str, IProtocolFactory]) -> None:
+    def __init__(
+        self, listener: Listener, factories: Mapping[str, IProtocolFactory], *, clock: Any
+    ) -> None:
         self.listener = listener
         self.factories = factories
+        self.clock = clock
 
     def doStart(self) -> None:
         for factory in self.factories.values():
@@ -291,18 +320,31 @@ class _AttributingFactory:
         if addr is None:
             return None
         host = str(getattr(addr, "host", ""))
+        chosen = self.listener.attribute(host)
+        if chosen is not None:
+            return self.factories[chosen.name].buildProtocol(addr)
         candidates = self.listener.for_peer(host)
-        if len(candidates) != 1:
-            why = "no connection admits it" if not candidates else "several connections admit it"
-            _log.warn(
-                "listener {host}:{port}: peer {peer} refused ({why})",
-                host=self.listener.host,
-                port=self.listener.port,
-                peer=host,
-                why=why,
+        if any(c.attribution.senders for c in candidates):
+            astm = self.listener.protocol is WireProtocol.ASTM
+            return SenderAttributor(
+                AstmSenderProbe() if astm else Hl7SenderProbe(),
+                lambda sender: self._by_sender(addr, host, sender),
+                clock=self.clock,
+                name=f"listener {self.listener.host}:{self.listener.port}",
             )
-            return None
-        return self.factories[candidates[0].name].buildProtocol(addr)
+        why = "no connection admits it" if not candidates else "several connections admit it"
+        _log.warn(
+            "listener {host}:{port}: peer {peer} refused ({why})",
+            host=self.listener.host,
+            port=self.listener.port,
+            peer=host,
+            why=why,
+        )
+        return None
+
+    def _by_sender(self, addr: IAddress, host: str, sender: str) -> IProtocol | None:
+        chosen = self.listener.attribute(host, sender)
+        return None if chosen is None else self.factories[chosen.name].buildProtocol(addr)
 
 
 class AnalyzerListener(Service):
@@ -321,7 +363,7 @@ class AnalyzerListener(Service):
             keepalive=any(c.keepalive for c in connections),
         )
         self.factory = LimitedServerFactory(
-            _AttributingFactory(listener, factories),  # type: ignore[arg-type]
+            _AttributingFactory(listener, factories, clock=reactor),  # type: ignore[arg-type]
             clock=reactor,
             max_connections=sum(c.limits.max_connections for c in connections),
             limits=limits,
@@ -405,6 +447,9 @@ class Gateway:
         self.notifier = notifier if notifier is not None else SystemdNotifier({})
         self.worker = worker_name(config)
         self.journal = FrameJournal(store, reactor)
+        # The transfers of every connection share commits, as their frames do (issue 6).
+        self.units = UnitBatcher(store, reactor)
+        self.status = StatusReporter(store, clock=reactor, node=self.worker)
         self.ingests = {
             c.name: AnalyzerIngest(
                 store,
@@ -415,11 +460,29 @@ class Gateway:
                 parts.test_codes,
                 reactor,
                 connection=c,
+                units=self.units,
             )
             for c in config.connections
         }
+        # Orders out (issue 6): host-query replies and batch downloads, by order mode.
+        self.responders = {
+            c.name: HostQueryResponder(store, self.ingests[c.name], reactor)
+            for c in config.connections
+            if c.orders.answers_queries
+        }
+        for name, responder in self.responders.items():
+            if self.ingests[name].connection.protocol is WireProtocol.ASTM:
+                responder.attach()
+        self.downloaders = [
+            OrderDownloader(store, self.ingests[c.name], reactor)
+            for c in config.connections
+            if c.orders.downloads and c.protocol is WireProtocol.ASTM
+        ]
         self.watchdog = WatchdogService(self.notifier, clock=reactor)
         self.dispatcher = self._dispatcher()
+        self._wake_call: Any = None
+        for ingest in self.ingests.values():
+            ingest.on_outbox = self._wake_dispatcher
         self.his_listener = self._his_listener()
         self.listeners = [
             AnalyzerListener(
@@ -434,6 +497,10 @@ class Gateway:
             for c in config.connections
             if c.transport is not TransportKind.TCP_SERVER
         ]
+        for client in self.clients:
+            self.status.track_client(client.name or "", client)
+        for name, ingest in self.ingests.items():
+            self.status.watch_messages(name, lambda ingest=ingest: ingest.transfers)  # type: ignore[misc]
         self._started: list[IService] = []
         self._starting: Deferred[None] | None = None
         self._stopping = False
@@ -486,7 +553,12 @@ class Gateway:
     def _protocol_factory(self, connection: ConnectionConfig) -> IProtocolFactory:
         ingest = self.ingests[connection.name]
         if connection.protocol is WireProtocol.HL7:
-            handler = AnalyzerMllpHandler(ingest, clock=self.reactor, encoding=connection.encoding)
+            handler = AnalyzerMllpHandler(
+                ingest,
+                clock=self.reactor,
+                encoding=connection.encoding,
+                responder=self.responders.get(connection.name),
+            )
             settings = MllpSettings(
                 max_message_size=connection.limits.max_message_bytes,
                 idle_timeout=connection.limits.idle_timeout,
@@ -505,6 +577,9 @@ class Gateway:
 
             factory = AstmLinkFactory(build)
         factory.noisy = False  # type: ignore[attr-defined]  # Twisted's "Starting factory" lines
+        if connection.transport is TransportKind.TCP_SERVER:
+            self.status.track_server(connection.name)
+            factory = self.status.line_factory(connection.name, factory)
         return factory
 
     def _client(self, connection: ConnectionConfig) -> ReconnectingClient:
@@ -545,6 +620,12 @@ class Gateway:
             name=connection.name,
         )
 
+    def _wake_dispatcher(self) -> None:
+        """Results were queued: deliver within DISPATCH_WAKE_DELAY instead of the next poll;
+        the short delay lets the transfers stored meanwhile share one outbox pass."""
+        if self._wake_call is None or not self._wake_call.active():
+            self._wake_call = self.reactor.callLater(DISPATCH_WAKE_DELAY, self.dispatcher.wake)
+
     # -- start ------------------------------------------------------------------------------
 
     def start(self) -> Deferred[None]:
@@ -556,10 +637,11 @@ class Gateway:
         await self._start(self.watchdog)
         self.notifier.status("recovering sessions left open")
         self._recover()
+        await self._start(self.status)
         await self._start(self.dispatcher)
         if self.his_listener is not None:
             await self._start(self.his_listener)
-        for service in [*self.listeners, *self.clients]:
+        for service in [*self.listeners, *self.clients, *self.downloaders]:
             await self._start(service)
         if self._stopping:
             return
@@ -641,7 +723,13 @@ class Gateway:
         idle = [ingest.close() for ingest in self.ingests.values()]
         await self._step("process what the lines ended", *idle)
         await self._step("close the sessions", self.journal.drain())
-        for service in (self.his_listener, self.dispatcher, self.watchdog):
+        for service in (
+            *self.downloaders,
+            self.his_listener,
+            self.dispatcher,
+            self.status,
+            self.watchdog,
+        ):
             if service is not None and service in self._started:
                 await self._step(f"stop {service.name}", maybeDeferred(service.stopService))
         self.store.close()

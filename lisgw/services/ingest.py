@@ -25,6 +25,12 @@ HL7 over MLLP: ``hl7_message(payload, peer)`` keeps the message raw in a session
 and stores its results in one transaction; it fires after the commit (send the ACK then)
 and fails when nothing was kept (send no positive ACK: the analyzer sends it again).
 
+Orders out (issue 6): once a transfer carrying host queries is stored, ``on_queries`` (set by
+lisgw.services.responder) gets its messages and the line it came on, to answer there;
+``lines`` / ``connected_line`` are the connection's live ASTM lines, for order downloads
+(lisgw.services.download); ``hl7_stored`` fires with what an HL7 message became (a QBP is
+answered from it).
+
 One ``AnalyzerIngest`` per configured analyzer connection. Its ``commit_frame``/``on_event``
 serve one line at a time; a tcp-server connection that may have several lines at once
 (``limits.max_connections``) gets one protocol per line from ``build_protocol()``, each with
@@ -61,6 +67,7 @@ from lisgw.drivers.mapping import TestCodeMap
 from lisgw.errors import StoreError
 from lisgw.his.profile import HisProfile
 from lisgw.routing import RoutingConfig
+from lisgw.services.batcher import UnitBatcher
 from lisgw.services.journal import FrameJournal
 from lisgw.services.pipeline import (
     Decoded,
@@ -73,12 +80,15 @@ from lisgw.services.pipeline import (
 from lisgw.store.runner import Store
 from lisgw.transports.astm import AstmLinkProtocol
 
-__all__ = ["AnalyzerIngest", "LineIngest"]
+__all__ = ["AnalyzerIngest", "LineIngest", "QueryHook"]
 
 _log = Logger()
 _session_numbers = itertools.count(1)
 RETRY_FIRST: Final = 1.0
 RETRY_CAP: Final = 300.0
+# Called once a transfer carrying host queries is stored: its messages, what was stored
+# (message_ids in the same order), and the line it came on (lisgw.services.responder).
+QueryHook = Callable[[list[Decoded], TransferStored, AstmLinkProtocol | None], None]
 
 
 @dataclass(slots=True)
@@ -93,9 +103,15 @@ class _Transfer:
 class LineIngest:
     """One ASTM line's transfer state; ``commit_frame`` and ``on_event`` for its protocol."""
 
-    def __init__(self, ingest: AnalyzerIngest, peer: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        ingest: AnalyzerIngest,
+        peer: Callable[[], str],
+        protocol: Callable[[], AstmLinkProtocol | None] = lambda: None,
+    ) -> None:
         self._ingest = ingest
         self._peer = peer
+        self._protocol = protocol
         self._transfer: _Transfer | None = None
 
     def commit_frame(self, event: FrameReceived) -> Deferred[None]:
@@ -142,7 +158,12 @@ class LineIngest:
         transfer, self._transfer = self._transfer, None
         if transfer is not None:
             self._ingest.transfer_done(
-                transfer.key, transfer.records, transfer.offset, ended, reason
+                transfer.key,
+                transfer.records,
+                transfer.offset,
+                ended,
+                reason,
+                line=self._protocol(),
             )
 
 
@@ -161,9 +182,13 @@ class AnalyzerIngest:
         *,
         connection: ConnectionConfig,
         peer: str = "?",
+        units: UnitBatcher | None = None,
     ) -> None:
         self.store = store
         self.journal = journal
+        # Transfers of all connections share commits when the gateway passes one batcher
+        # (lisgw.services.batcher, issue 6); alone, this connection's share its own.
+        self.units = units if units is not None else UnitBatcher(store, clock)
         self.clock = clock
         self.connection = connection
         self.name = connection.name
@@ -185,6 +210,13 @@ class AnalyzerIngest:
         self._idle_waiters: list[Deferred[None]] = []
         self._closing = False
         self._sleeping: Deferred[None] | None = None
+        # Orders out (lisgw.services.responder, lisgw.services.download): the lines of this
+        # connection that are up, and who answers the host queries a transfer carried.
+        self.lines: list[AstmLinkProtocol] = []
+        self.on_queries: QueryHook | None = None
+        # Called when a transfer queued ORU^R01 for the HIS: the gateway wakes the outbox
+        # dispatcher, so delivery does not wait for its next poll (issue 6 latency).
+        self.on_outbox: Callable[[], None] | None = None
 
     # -- wiring -----------------------------------------------------------------------------
 
@@ -201,7 +233,9 @@ class AnalyzerIngest:
         """An AstmLinkProtocol for one line of this connection, with its own transfer state
         and the peer it reports."""
         holder: list[AstmLinkProtocol] = []
-        line = LineIngest(self, lambda: holder[0].peer if holder else "?")
+        line = LineIngest(
+            self, lambda: holder[0].peer if holder else "?", lambda: holder[0] if holder else None
+        )
         protocol = AstmLinkProtocol(
             commit_frame=line.commit_frame,
             on_event=line.on_event,
@@ -210,7 +244,21 @@ class AnalyzerIngest:
             name=name or self.name,
         )
         holder.append(protocol)
+        self.lines.append(protocol)
+        protocol.when_closed().addCallback(lambda _: self._line_closed(protocol))
         return protocol
+
+    def _line_closed(self, protocol: AstmLinkProtocol) -> None:
+        if protocol in self.lines:
+            self.lines.remove(protocol)
+
+    @property
+    def connected_line(self) -> AstmLinkProtocol | None:
+        """The most recent line that is connected (for order downloads), else None."""
+        for protocol in reversed(self.lines):
+            if protocol.transport is not None and not protocol.lost:
+                return protocol
+        return None
 
     def commit_frame(self, event: FrameReceived) -> Deferred[None]:
         """For AstmLinkProtocol(commit_frame=…): one line at a time (see build_protocol)."""
@@ -225,9 +273,14 @@ class AnalyzerIngest:
     def hl7_message(self, payload: bytes, peer: str) -> Deferred[None]:
         """Keep one HL7 message from the analyzer and store its results; fires after the
         commit (the ACK goes out then), fails when nothing was kept (no positive ACK)."""
+        return self.hl7_stored(payload, peer).addCallback(lambda _: None)
+
+    def hl7_stored(self, payload: bytes, peer: str) -> Deferred[tuple[Decoded, TransferStored]]:
+        """As ``hl7_message``, firing with the message decoded and what was stored (the
+        host-query responder answers a QBP from them)."""
         return Deferred.fromCoroutine(self._hl7(payload, peer))
 
-    async def _hl7(self, payload: bytes, peer: str) -> None:
+    async def _hl7(self, payload: bytes, peer: str) -> tuple[Decoded, TransferStored]:
         self._busy += 1
         await self._lock.acquire()
         try:
@@ -236,6 +289,7 @@ class AnalyzerIngest:
                 store_hl7_message, decoded, self.context, peer=peer, now=self.clock.seconds()
             )
             self._stored("HL7 message", peer, stored)
+            return decoded, stored
         finally:
             self._lock.release()
             self._done()
@@ -243,15 +297,29 @@ class AnalyzerIngest:
     # -- ASTM transfers ---------------------------------------------------------------------
 
     def transfer_done(
-        self, key: str, records: list[bytes], offset: int, ended: bool, reason: str
+        self,
+        key: str,
+        records: list[bytes],
+        offset: int,
+        ended: bool,
+        reason: str,
+        *,
+        line: AstmLinkProtocol | None = None,
     ) -> None:
-        """A line's transfer ended (with EOT or not): process it, after those before it."""
+        """A line's transfer ended (with EOT or not): process it, after those before it.
+        ``line`` is the protocol it came on: a host query is answered there."""
         self._busy += 1
-        job = Deferred.fromCoroutine(self._process(key, records, offset, ended, reason))
+        job = Deferred.fromCoroutine(self._process(key, records, offset, ended, reason, line))
         job.addErrback(self._process_failed, key)
 
     async def _process(
-        self, key: str, records: list[bytes], offset: int, ended: bool, reason: str
+        self,
+        key: str,
+        records: list[bytes],
+        offset: int,
+        ended: bool,
+        reason: str,
+        line: AstmLinkProtocol | None = None,
     ) -> None:
         await self._lock.acquire()
         try:
@@ -264,6 +332,8 @@ class AnalyzerIngest:
             stored = await self._store_transfer(decoded, session_id, close_reason)
             self.journal.forget(key)
             self._stored(f"session {session_id}", close_reason, stored)
+            if stored.queries and self.on_queries is not None:
+                self.on_queries(decoded, stored, line)
         finally:
             self._lock.release()
             self._done()
@@ -275,7 +345,7 @@ class AnalyzerIngest:
         delay = RETRY_FIRST
         while True:
             try:
-                return await self.store.run(
+                return await self.units.run(
                     store_transfer,
                     decoded,
                     self.context,
@@ -345,6 +415,8 @@ class AnalyzerIngest:
     def _stored(self, what: str, detail: str, stored: TransferStored) -> None:
         self.transfers += 1
         self.totals += stored
+        if stored.outbox and self.on_outbox is not None:
+            self.on_outbox()
         _log.info(
             "{name}: {what} ({detail}): {messages} message(s), {results} new result(s), "
             "{duplicates} duplicate(s), {outbox} for the HIS, {review} to review, "
