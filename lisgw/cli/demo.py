@@ -2,8 +2,9 @@
 
 Layer: interface (the top of the import graph). Runs lisgw.sim.demo in the Twisted reactor:
 one progress line per event on stdout, a summary table at the end; exit status 0 when every
-expected ORU^R01 reached the HIS simulator within ``--timeout``, 1 otherwise (with what is
-missing). The gateway's own log lines (warnings and above) go to stderr.
+expected ORU^R01 reached the HIS simulator and every host query was answered within
+``--timeout``, 1 otherwise (with what is missing). The gateway's own log lines (warnings and
+above) go to stderr. The scenario and its captures ship with lisgw: no corpus is needed.
 """
 
 from __future__ import annotations
@@ -40,23 +41,24 @@ __all__ = ["demo"]
     help="Seconds to wait for every result to reach the HIS simulator.",
 )
 @click.option(
-    "--corpus",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="The corpus of analyzer captures (default: ../shared/corpus beside the checkout).",
+    "--scenario",
+    default="demo",
+    show_default=True,
+    help="The scenario to play: a name from simulators/ (demo, faults) or a YAML file.",
 )
-def demo(data_dir: Path | None, keep: bool, timeout: float, corpus: Path | None) -> None:
+def demo(data_dir: Path | None, keep: bool, timeout: float, scenario: str) -> None:
     """Run a demo: HIS orders in, three analyzers report, results out to the HIS.
 
     \b
     Starts, in this one process: the HIS simulator, the gateway on SQLite, a Sysmex XN-550
-    (ASTM over TCP), a Roche cobas c311 (ASTM over a serial pseudo-terminal) and a Mindray
-    BC-5130 (HL7 over MLLP). Host queries are not part of the demo yet.
+    (ASTM over TCP), a Roche cobas c311 (ASTM over a serial pseudo-terminal, asking for its
+    orders by host query) and a Mindray BC-5130 (HL7 over MLLP), as simulators/demo.yaml says.
 
     \b
     Examples:
       lisgw demo
       lisgw demo --data-dir ./lisgw-data --keep
+      lisgw demo --scenario faults         # checksum errors, stalls, a HIS outage
     """
     temporary = data_dir is None
     directory = Path(tempfile.mkdtemp(prefix="lisgw-demo-")) if data_dir is None else data_dir
@@ -65,7 +67,7 @@ def demo(data_dir: Path | None, keep: bool, timeout: float, corpus: Path | None)
 
     status = [1]
     try:
-        _run(reactor, directory, timeout, corpus, status)
+        _run(reactor, directory, timeout, scenario, status)
     finally:
         if temporary and not keep:
             shutil.rmtree(directory, ignore_errors=True)
@@ -74,20 +76,20 @@ def demo(data_dir: Path | None, keep: bool, timeout: float, corpus: Path | None)
     sys.exit(status[0])
 
 
-def _run(
-    reactor: Any, directory: Path, timeout: float, corpus: Path | None, status: list[int]
-) -> None:
+def _run(reactor: Any, directory: Path, timeout: float, scenario: str, status: list[int]) -> None:
     from twisted.internet.defer import Deferred
     from twisted.python.failure import Failure
 
-    from lisgw.sim.demo import DemoReport, run_demo
+    from lisgw.sim.demo import run_demo
+    from lisgw.sim.runner import ScenarioReport
 
     def echo(line: str) -> None:
         click.echo(line)
 
-    def done(report: DemoReport) -> None:
+    def done(report: ScenarioReport) -> None:
         click.echo("")
         click.echo(report.summary())
+        click.echo("demo OK" if report.ok else "demo FAILED")
         status[0] = 0 if report.ok else 1
 
     def failed(failure: Failure) -> None:
@@ -99,7 +101,7 @@ def _run(
 
     def begin() -> None:
         running = Deferred.fromCoroutine(
-            run_demo(reactor, directory, corpus=corpus, timeout=timeout, echo=echo)
+            run_demo(reactor, directory, scenario=scenario, timeout=timeout, echo=echo)
         )
         running.addCallbacks(done, failed)
         running.addBoth(lambda _: reactor.stop())

@@ -342,9 +342,11 @@ class AnalyzerSimulator:
         replayed: Deferred[list[MessageOutcome]] = gatherResults(sending, consumeErrors=True)
         return replayed
 
-    def send_host_query(self, sample_ids: Sequence[str]) -> Deferred[MessageOutcome]:
+    def send_host_query(
+        self, sample_ids: Sequence[str], form: str = "astm-q"
+    ) -> Deferred[MessageOutcome]:
         """Ask the host for the orders of these samples (E1394 §12: one Q record each)."""
-        return self.send_message(host_query_records(self.name, sample_ids))
+        return self.send_message(host_query_records(self.name, sample_ids, form))
 
     def next_download(self) -> Deferred[tuple[bytes, ...]]:
         """Fires with the next complete message the host downloaded (in arrival order)."""
@@ -381,16 +383,26 @@ def _accept_at_once(frame: FrameReceived) -> Deferred[None]:
     return succeed(None)
 
 
-def host_query_records(sender: str, sample_ids: Sequence[str]) -> list[bytes]:
+def host_query_records(sender: str, sample_ids: Sequence[str], form: str = "astm-q") -> list[bytes]:
     """An E1394 host query: H, one Q record per sample (Q.3 starting range ID ``^id``,
-    Q.5 ``ALL`` tests, Q.13 ``O`` = order request), L."""
+    Q.5 ``ALL`` tests, Q.13 ``O`` = order request), L.
+
+    ``form`` ``roche-tsreq`` is the cobas request instead: H.11 ``TSREQ^REAL`` and the
+    sample ID third in Q.3 (``^^id``), as in the corpus's cobas e411 TSREQ capture."""
     if not sample_ids:
         raise LocalProtocolError("a host query names at least one sample")
-    records = [b"H|\\^&|||" + _field(sender) + b"^1|||||host||P|1"]
+    if form not in _QUERY_FORMS:
+        raise LocalProtocolError(f"query form {form!r} is not one of {', '.join(_QUERY_FORMS)}")
+    message_type, id_prefix = _QUERY_FORMS[form]
+    records = [b"H|\\^&|||" + _field(sender) + b"^1|||||host|" + message_type + b"|P|1"]
     for number, sample_id in enumerate(sample_ids, 1):
-        records.append(b"Q|%d|^" % number + _field(sample_id) + b"||ALL||||||||O")
+        q3 = id_prefix + _field(sample_id)
+        records.append(b"Q|%d|" % number + q3 + b"||ALL||||||||O")
     records.append(b"L|1|N")
     return records
+
+
+_QUERY_FORMS: Final = {"astm-q": (b"", b"^"), "roche-tsreq": (b"TSREQ^REAL", b"^^")}
 
 
 def _field(text: str) -> bytes:

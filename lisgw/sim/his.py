@@ -12,9 +12,14 @@ What it answers is ``mode`` (changeable at any time) unless a script of modes wa
 * ``SILENT``: no answer at all (the sender's ACK timeout);
 * ``GARBAGE``: a reply that is not an ACK (an ADT^A01), as a confused HIS might send.
 
+``delay`` (seconds, changeable at any time) holds every answer back, as a slow HIS does.
 ``stop()`` closes the listening port *and* every open connection, then waits until they are
 closed; ``start()`` listens again on the same port, so a HIS can go down for the night and come
 back at the same address. A message that cannot be parsed as HL7 gets no answer.
+
+The other direction, orders: ``order_message`` builds an ORM^O01 or OML^O21 (new order, an
+invented patient) and ``send_order`` sends one to the gateway's order listener over MLLP and
+returns the ACK it got.
 """
 
 from __future__ import annotations
@@ -22,22 +27,26 @@ from __future__ import annotations
 import enum
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from lisgw.errors import CodecError, LocalProtocolError
+from lisgw.his.ack import AckOutcome, read_ack
 from lisgw.hl7.build import build_ack
-from lisgw.hl7.message import parse_message
+from lisgw.hl7.message import Hl7Message, parse_message
 from lisgw.hl7.mllp import MllpMessage
-from lisgw.transports.mllp import MllpLink, MllpServerFactory, MllpSettings
+from lisgw.transports.mllp import MllpLink, MllpServerFactory, MllpSettings, connect_mllp
 from lisgw.transports.tls import TlsMaterial, server_endpoint
 
-__all__ = ["AckMode", "HisSimulator", "Received"]
+__all__ = ["AckMode", "HisSimulator", "Received", "order_message", "send_order"]
 
 _log = Logger()
 
@@ -79,6 +88,7 @@ class HisSimulator:
         mode: AckMode = AckMode.ACCEPT,
         ack_text: str = "",
         settings: MllpSettings | None = None,
+        delay: float = 0.0,
     ) -> None:
         self.reactor = reactor
         self.clock = clock
@@ -87,6 +97,8 @@ class HisSimulator:
         self.tls = tls
         self.mode = mode
         self.ack_text = ack_text
+        self.delay = delay
+        self.on_received: Callable[[Received], None] | None = None  # called for each message
         self.received: list[Received] = []
         self._script: deque[AckMode] = deque()
         self._factory = MllpServerFactory(
@@ -153,23 +165,71 @@ class HisSimulator:
         self._record(message.payload, original.control_id, original.message_type, peer, mode)
         if mode is AckMode.SILENT:
             return succeed(None)
+        if self.delay > 0:
+            return deferLater(self.clock, self.delay, self._answer, original, mode)
+        return succeed(self._answer(original, mode))
+
+    def _answer(self, original: Hl7Message, mode: AckMode) -> bytes:
         now = datetime.fromtimestamp(self.clock.seconds(), UTC).strftime("%Y%m%d%H%M%S")
         control_id = f"SIM{next(self._control_ids)}"
         if mode is AckMode.GARBAGE:
             garbage = f"MSH|^~\\&|HIS||LISGW||{now}||ADT^A01|{control_id}|P|2.5.1\rEVN|A01|{now}\r"
-            return succeed(garbage.encode("ascii"))
-        ack = build_ack(
+            return garbage.encode("ascii")
+        return build_ack(
             original, mode.value, self.ack_text, control_id=control_id, now_timestamp=now
         )
-        return succeed(ack)
 
     def _record(
         self, payload: bytes, control_id: str, message_type: str, peer: str, mode: AckMode
     ) -> None:
-        self.received.append(
-            Received(payload, control_id, message_type, peer, self.clock.seconds(), mode)
-        )
+        received = Received(payload, control_id, message_type, peer, self.clock.seconds(), mode)
+        self.received.append(received)
+        if self.on_received is not None:
+            self.on_received(received)
         ready = [w for w in self._waiters if w[0] <= len(self.received)]
         self._waiters = [w for w in self._waiters if w[0] > len(self.received)]
         for _, waiter in ready:
             waiter.callback(None)
+
+
+def order_message(
+    placer: str, sample: str, codes: Sequence[str], *, kind: str = "ORM", patient: str = ""
+) -> bytes:
+    """A new order (ORC-1 ``NW``) for ``sample``: one ORC/OBR pair per test code, as HISs
+    send them; ``kind`` ``ORM`` (ORM^O01) or ``OML`` (OML^O21, with the sample in SPM-2).
+    The patient is invented (``patient`` names the placeholder, default from ``placer``)."""
+    if kind not in ("ORM", "OML"):
+        raise LocalProtocolError(f"order kind {kind!r}: ORM or OML")
+    if not codes:
+        raise LocalProtocolError("an order names at least one test code")
+    for what, value in (("placer", placer), ("sample", sample), *(("test", c) for c in codes)):
+        if not value or any(ch in value for ch in "|^~\\&\r\n"):
+            raise LocalProtocolError(f"{what} {value!r} is empty or holds an HL7 delimiter")
+    patient = patient or f"PATIENT{placer}"
+    structure = "ORM^O01^ORM_O01" if kind == "ORM" else "OML^O21^OML_O21"
+    lines = [
+        f"MSH|^~\\&|HIS|WARD|LISGW|LAB|20260101115900||{structure}|{kind}{placer}|P|2.5.1",
+        f"PID|1||PAT{placer}^^^HIS^MR||DEMO^{patient}||19800101|F",
+    ]
+    for index, code in enumerate(codes, 1):
+        lines.append(f"ORC|NW|{placer}|||||||20260101115800")
+        if kind == "ORM":
+            lines.append(f"OBR|{index}|{placer}|{sample}|{code}^{code}^L|||20260101115000")
+        else:
+            lines.append(f"OBR|{index}|{placer}||{code}^{code}^L|||20260101115000")
+            lines.append(f"SPM|1|{sample}||BLD")
+    return "".join(line + "\r" for line in lines).encode("ascii")
+
+
+async def send_order(
+    reactor: Any, host: str, port: int, message: bytes, *, timeout: float = 10.0
+) -> AckOutcome:
+    """Send one order message to the gateway's order listener; the ACK it answered.
+    Connection errors and the ACK timeout (lisgw.transports.mllp.MllpTimeout) propagate."""
+    endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    client = await connect_mllp(endpoint, clock=reactor)
+    try:
+        reply = await client.request(message, timeout=timeout)
+    finally:
+        await client.close()
+    return read_ack(reply.payload)
