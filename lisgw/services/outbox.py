@@ -51,6 +51,7 @@ from lisgw.errors import CodecError, LocalProtocolError, RemoteProtocolError
 from lisgw.his.ack import read_ack
 from lisgw.services.backoff import BackoffPolicy, next_attempt_at
 from lisgw.store import work
+from lisgw.store.outbox import outbox_delivered_many
 from lisgw.store.records import OutboxRow
 from lisgw.store.runner import Store
 from lisgw.transports.mllp import MllpClientProtocol, MllpSettings, connect_mllp
@@ -359,12 +360,15 @@ class OutboxDispatcher(Service):
 def _record_outcomes(
     conn: sa.Connection, outcomes: Sequence[_Outcome], worker: str, now: float
 ) -> None:
-    """One unit of work: the outcomes of a pass, committed together."""
+    """One unit of work: the outcomes of a pass, committed together (the delivered rows,
+    the common case, in one statement)."""
+    delivered = [o.row.id for o in outcomes if o.kind is _Kind.DELIVERED]
+    outbox_delivered_many(conn, delivered, now=now, worker=worker)
     for outcome in outcomes:
         row_id = outcome.row.id
         if outcome.kind is _Kind.DELIVERED:
-            work.outbox_delivered(conn, row_id, now=now, worker=worker)
-        elif outcome.kind is _Kind.DEAD:
+            continue
+        if outcome.kind is _Kind.DEAD:
             work.outbox_dead(conn, row_id, worker=worker, reason=outcome.reason, now=now)
         else:
             work.outbox_retry(

@@ -32,12 +32,13 @@ and retries are recorded in the row itself (attempts, last_error, first_failed_a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 import sqlalchemy as sa
 
 from lisgw.errors import StoreError
-from lisgw.store._sql import write_audit
+from lisgw.store._sql import chunks, write_audit
 from lisgw.store.records import OutboxRow, OutboxState
 from lisgw.store.schema import outbox
 
@@ -46,6 +47,7 @@ __all__ = [
     "outbox_counts",
     "outbox_dead",
     "outbox_delivered",
+    "outbox_delivered_many",
     "outbox_requeue",
     "outbox_retry",
     "outbox_row",
@@ -127,6 +129,40 @@ def outbox_delivered(
     if before.state == OutboxState.DEAD:
         _audit(conn, worker or "gateway", "outbox.delivered", row, now, "AA after dead letter")
     return row
+
+
+def outbox_delivered_many(
+    conn: sa.Connection, outbox_ids: Sequence[int], *, now: float, worker: str = ""
+) -> int:
+    """``outbox_delivered`` for several rows (a dispatcher pass), in two statements: how many
+    rows changed state. Rows already delivered stay as they are; a dead row (the AA came
+    after a dead letter) goes through ``outbox_delivered`` to be audited."""
+    changed = 0
+    for part in chunks(sorted(set(outbox_ids))):
+        dead = list(
+            conn.execute(
+                sa.select(outbox.c.id).where(
+                    outbox.c.id.in_(part), outbox.c.state == str(OutboxState.DEAD)
+                )
+            ).scalars()
+        )
+        for outbox_id in dead:
+            outbox_delivered(conn, outbox_id, now=now, worker=worker)
+        result = conn.execute(
+            sa.update(outbox)
+            .where(
+                outbox.c.id.in_(part),
+                outbox.c.state.notin_((str(OutboxState.DELIVERED), str(OutboxState.DEAD))),
+            )
+            .values(
+                state=str(OutboxState.DELIVERED),
+                delivered_at=now,
+                claimed_by=None,
+                lease_until=None,
+            )
+        )
+        changed += len(dead) + result.rowcount
+    return changed
 
 
 def outbox_retry(
