@@ -248,6 +248,7 @@ orders = sa.Table(
     _time("updated_at"),
     sa.UniqueConstraint("placer"),
     sa.Index("ix_orders_sample_id", "sample_id"),
+    sa.Index("ix_orders_state_id", "state", "id"),  # orders list --state, newest first
     one_of("state", OrderState),
 )
 
@@ -338,6 +339,7 @@ results = sa.Table(
     sa.Index("ix_results_message_id", "message_id"),
     sa.Index("ix_results_sample_id", "sample_id"),
     sa.Index("ix_results_outbox_id", "outbox_id"),
+    sa.Index("ix_results_connection_id", "connection", "id"),  # results list --analyzer
     one_of("match", ("matched", "qc", "unmatched", "duplicate", "extra")),
 )
 
