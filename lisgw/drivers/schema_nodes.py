@@ -336,7 +336,12 @@ SCHEMA = _Map(
                 "sample_ids": _REFS,
                 "tag": _REFS,
                 "reply": _Enum(
-                    "astm-orders", "roche-tsdwn", "hl7-rsp-k11", "hl7-qbp-z03-rsp", "none"
+                    "astm-orders",
+                    "roche-tsdwn",
+                    "hl7-rsp-k11",
+                    "hl7-qbp-z03-rsp",
+                    "hl7-dsr-q03",
+                    "none",
                 ),
                 "cancel": _Enum("hl7-qcn-j01", "astm-q-abort"),
             }

@@ -11,7 +11,9 @@ the tests up in the store, send what these build, and record the outcome.
 * ``lisgw.orders_out.astm`` — E1394 order messages (H, P, O …, L) for a download or a reply
   (``astm-orders``, ``roche-tsdwn``), and the samples a Q record asks for;
 * ``lisgw.orders_out.hl7`` — the RSP^K11 reply to a QBP (``hl7-rsp-k11``,
-  ``hl7-qbp-z03-rsp``).
+  ``hl7-qbp-z03-rsp``);
+* ``lisgw.orders_out.hl7_qry`` — the DSR^Q03 (or QCK^Q02 "NF") reply to a v2.3.1 QRY^Q02
+  (``hl7-dsr-q03``).
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ from lisgw.orders_out.astm import (
     AskedSample,
     asked_samples,
     build_astm_orders,
+    is_query_abort,
 )
 from lisgw.orders_out.hl7 import HL7_REPLIES, build_hl7_reply
+from lisgw.orders_out.hl7_qry import QRY_REPLIES, build_qry_reply
 from lisgw.orders_out.model import OrderedTest, Queued, SampleOrders, group_by_sample
 
 __all__ = [
     "ASTM_REPLIES",
     "HL7_REPLIES",
+    "QRY_REPLIES",
     "AskedSample",
     "OrderedTest",
     "Queued",
@@ -35,5 +40,7 @@ __all__ = [
     "asked_samples",
     "build_astm_orders",
     "build_hl7_reply",
+    "build_qry_reply",
     "group_by_sample",
+    "is_query_abort",
 ]

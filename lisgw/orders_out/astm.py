@@ -52,6 +52,7 @@ __all__ = [
     "AskedSample",
     "asked_samples",
     "build_astm_orders",
+    "is_query_abort",
 ]
 
 ASTM_FORMS = frozenset({"astm-q", "roche-tsreq", "erba-multi-tube", "vitros"})
@@ -82,6 +83,12 @@ def asked_samples(message: AstmMessage, form: str | None) -> list[AskedSample]:
             if sample_id and sample_id.upper() != _ALL:
                 asked.append(AskedSample(sample_id, components))
     return asked
+
+
+def is_query_abort(message: AstmMessage) -> bool:
+    """Whether a Q record has request information status ``A`` (E1394 §12.1.13: "cancel
+    request for the last request criteria sent", ``astm-q-abort``): nothing to answer."""
+    return any(record.field_text(13).strip().upper() == "A" for record in message.of_type("Q"))
 
 
 def _asked_id(components: tuple[str, ...], form: str | None) -> str:

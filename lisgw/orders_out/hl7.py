@@ -14,7 +14,8 @@ Reply forms (``query.reply``):
   an order without patient ID gets the sample ID there).
 
 Patient names go through the driver's charset rules (``outgoing_text``). A QRY (``hl7-qry``
-form, QRD-based) has no QPD to answer with: ``build_hl7_reply`` raises CodecError for it.
+form, QRD-based) has no QPD to answer with: ``build_hl7_reply`` raises CodecError for it, and
+``lisgw.orders_out.hl7_qry`` answers it (DSR^Q03 / QCK^Q02).
 """
 
 from __future__ import annotations

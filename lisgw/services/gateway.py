@@ -65,6 +65,7 @@ from lisgw.his.profile import HisProfile
 from lisgw.hl7.build import AckError, build_ack
 from lisgw.hl7.message import parse_message
 from lisgw.hl7.mllp import MllpMessage
+from lisgw.model import Kind
 from lisgw.routing import driver_name
 from lisgw.sender import AstmSenderProbe, Hl7SenderProbe
 from lisgw.services.batcher import UnitBatcher
@@ -75,7 +76,7 @@ from lisgw.services.journal import FrameJournal
 from lisgw.services.notify import SystemdNotifier, WatchdogService
 from lisgw.services.outbox import DispatcherSettings, OutboxDispatcher
 from lisgw.services.recovery import recover
-from lisgw.services.responder import HostQueryResponder
+from lisgw.services.responder import HostQueryResponder, apply_query_cancel
 from lisgw.services.status import StatusReporter
 from lisgw.store import migrate, work
 from lisgw.store.database import make_engine
@@ -277,6 +278,12 @@ class AnalyzerMllpHandler:
                 reply = None
             if reply is not None:
                 return reply
+        if decoded.message.kind is Kind.QUERY_CANCEL and not decoded.rejected:
+            try:  # QCN^J01: the cancelled query is marked; the analyzer gets AA regardless
+                now = self.clock.seconds()
+                await apply_query_cancel(self.ingest.store, name, decoded, now)
+            except Exception:
+                _log.failure("HL7 {name}: query cancel not recorded", name=name)
         return self._ack(original, "AA", "", None)
 
     def _ack(self, original: Any, code: str, text: str, fault: AckError | None) -> bytes:

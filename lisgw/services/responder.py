@@ -15,13 +15,20 @@ the query was stored (its transfer committed) before the lookup, and the reply i
   bids for the line and handles contention). Delivered: the reply is kept (``replies``, the
   query answered) and its tests marked sent. Not delivered (NAK six times, timeout, line
   lost): the tests stay queued and the reason is logged; the query stays open, visible.
-* HL7: ``hl7_reply`` builds the RSP^K11 that the MLLP handler sends instead of the plain
+* HL7: ``hl7_reply`` builds the RSP^K11 (to a QBP) or the DSR^Q03 / QCK^Q02 "NF" (to a
+  v2.3.1 QRY^Q02, lisgw.orders_out.hl7_qry) that the MLLP handler sends instead of the plain
   ACK (the reply is the acknowledgement, HL7 §5.4); it is kept and the tests marked sent
   as it is handed to the connection (MLLP has no acknowledgement of an acknowledgement).
+  A QRY asks for every sample in QRD-8 (multi-tube); a QBP for the one in QPD-4.
+* Query cancel: ``apply_query_cancel`` (called by the MLLP handler for a QCN^J01, whatever
+  the order mode) marks the open query with the cancel's tag cancelled; the analyzer gets
+  its ACK AA either way, an unknown tag only noted in the log. An ASTM Q record with status
+  ``A`` (E1394 §12.1.13 abort, ``astm-q-abort``) is not answered: the line's open queries up
+  to it are cancelled (only on lines with a responder).
 
 Only connections whose order mode answers queries (``orders: query`` or ``both``) get a
 responder (lisgw.services.gateway). A driver whose reply form is ``none``, or a form not
-implemented (``hl7-qry``, ``mindray``), gets no reply: the HL7 analyzer gets its ACK, and a
+implemented (``mindray``), gets no reply: the HL7 analyzer gets its ACK, and a
 warning says why. No patient data is logged: counts, sample counts, reasons.
 """
 
@@ -44,24 +51,50 @@ from lisgw.model import Kind
 from lisgw.orders_out import (
     ASTM_REPLIES,
     HL7_REPLIES,
+    QRY_REPLIES,
     AskedSample,
     SampleOrders,
     asked_samples,
     build_astm_orders,
     build_hl7_reply,
+    build_qry_reply,
     group_by_sample,
+    is_query_abort,
 )
 from lisgw.routing import normalize_sample_id
 from lisgw.services.his import hl7_now
 from lisgw.services.ingest import AnalyzerIngest
 from lisgw.services.pipeline import Decoded, TransferStored
 from lisgw.store.downloads import QueryLookup, due_downloads, query_lookup, record_reply
+from lisgw.store.queries import cancel_open_queries, cancel_query
+from lisgw.store.records import QueryRecord
 from lisgw.store.runner import Store
 from lisgw.transports.astm import AstmLinkProtocol
 
-__all__ = ["HostQueryResponder", "astm_now"]
+__all__ = ["HostQueryResponder", "apply_query_cancel", "astm_now"]
 
 _log = Logger()
+
+
+async def apply_query_cancel(
+    store: Store, name: str, decoded: Decoded, now: float
+) -> QueryRecord | None:
+    """An analyzer's query cancel (HL7 QCN^J01, tag in QID-1): the open query of connection
+    ``name`` with that tag becomes cancelled. No open query with the tag (unknown, or already
+    answered) is not the analyzer's fault: it is noted, and the cancel is still acknowledged."""
+    message = decoded.message
+    tag = "" if message.query is None else message.query.query_tag
+    cancelled = await store.run(cancel_query, name, tag, now=now)
+    if cancelled is None:
+        _log.info(
+            "{name}: query cancel for tag {tag!r}: no open query with that tag (unknown or "
+            "already answered); acknowledged",
+            name=name,
+            tag=tag,
+        )
+    else:
+        _log.info("{name}: query {id} (tag {tag!r}) cancelled", name=name, id=cancelled.id, tag=tag)
+    return cancelled
 
 
 def astm_now(now: float) -> str:
@@ -107,6 +140,10 @@ class HostQueryResponder:
         self, item: Decoded, message_id: int, line: AstmLinkProtocol | None
     ) -> None:
         profile = self.ingest.reader.driver
+        query = self._astm_query(item.raw, profile.records_lenient)
+        if query is not None and is_query_abort(query):
+            await self._astm_abort(message_id)
+            return
         if (profile.query.reply or "astm-orders") not in ASTM_REPLIES:
             _log.warn(
                 "{name}: host query not answered: driver {driver} replies {reply!r}",
@@ -120,7 +157,6 @@ class HostQueryResponder:
         sample_ids = [normalize_sample_id(s) for s in asked_ids]
         lookup = await self._lookup(message_id, sample_ids)
         samples = group_by_sample(lookup.tests, sample_ids or None)
-        query = self._astm_query(item.raw, profile.records_lenient)
         asked: dict[str, AskedSample] = {}
         if query is not None:
             for sample in asked_samples(query, profile.query.form):
@@ -143,6 +179,19 @@ class HostQueryResponder:
             return
         raw = b"".join(record + b"\r" for record in records)
         await self._record(lookup, raw, samples)
+
+    async def _astm_abort(self, message_id: int) -> None:
+        """E1394 §12.1.13 status ``A``: the analyzer withdraws its last request; the open
+        queries up to this one are cancelled and nothing is sent."""
+        now = self.clock.seconds()
+        count = await self.store.run(
+            cancel_open_queries, self.name, up_to_message_id=message_id, now=now
+        )
+        _log.info(
+            "{name}: host query abort (Q status A): {count} open query(ies) cancelled",
+            name=self.name,
+            count=count,
+        )
 
     def _astm_query(self, raw: bytes, lenient: bool) -> AstmMessage | None:
         records = [record for record in raw.split(b"\r") if record]
@@ -191,7 +240,7 @@ class HostQueryResponder:
             return None
         profile = self.ingest.reader.driver
         reply = profile.query.reply or "hl7-rsp-k11"
-        if reply not in HL7_REPLIES:
+        if reply not in HL7_REPLIES and reply not in QRY_REPLIES:
             _log.warn(
                 "{name}: HL7 host query answered with an ACK only: driver {driver} replies "
                 "{reply!r}",
@@ -202,8 +251,10 @@ class HostQueryResponder:
             return None
         encoding = self.ingest.connection.encoding
         parsed: Hl7Message = parse_message(decoded.raw, encoding=encoding, lenient=True)
+        if parsed.segment("QPD") is None and parsed.segment("QRD") is not None:
+            return await self._answer_qry(decoded, stored, parsed)
         if parsed.segment("QPD") is None:
-            _log.warn("{name}: HL7 query without QPD: ACK only", name=self.name)
+            _log.warn("{name}: HL7 query without QPD or QRD: ACK only", name=self.name)
             return None
         sample_ids = [normalize_sample_id(s) for s in message.query.sample_ids][:1]
         message_id = stored.message_ids[0]
@@ -219,6 +270,28 @@ class HostQueryResponder:
             encoding=encoding,
         )
         await self._record(lookup, raw, [sample])
+        return raw
+
+    async def _answer_qry(
+        self, decoded: Decoded, stored: TransferStored, parsed: Hl7Message
+    ) -> bytes:
+        """QRY^Q02 (v2.3.1 original mode): DSR^Q03 with every asked sample, QCK^Q02 NF when
+        none has orders (lisgw.orders_out.hl7_qry)."""
+        query = decoded.message.query
+        asked = [] if query is None else list(query.sample_ids)
+        sample_ids = list(dict.fromkeys(normalize_sample_id(s) for s in asked))
+        lookup = await self.store.read(query_lookup, stored.message_ids[0], self.name, sample_ids)
+        samples = group_by_sample(lookup.tests, sample_ids)
+        now = self.clock.seconds()
+        raw = build_qry_reply(
+            self.ingest.reader.driver,
+            parsed,
+            samples,
+            control_id=f"Q{int(now)}.{next(self._numbers)}"[:20],
+            now_timestamp=hl7_now(now),
+            encoding=self.ingest.connection.encoding,
+        )
+        await self._record(lookup, raw, samples)
         return raw
 
     def _settled(self, _: object, job: Deferred[None]) -> None:

@@ -36,7 +36,7 @@ from lisgw.services.download import OrderDownloader
 from lisgw.services.ingest import AnalyzerIngest
 from lisgw.services.journal import FrameJournal
 from lisgw.services.responder import HostQueryResponder
-from lisgw.sim.analyzer import AnalyzerSimulator
+from lisgw.sim.analyzer import AnalyzerSimulator, host_query_records
 from lisgw.store import work
 from lisgw.store.records import QueueTarget
 from lisgw.store.schema import messages, order_queue, queries, replies
@@ -205,6 +205,29 @@ class HostQueryTests(OrdersOutTest):
         await responder.when_idle()
         assert self.queue() == [("WBC", "queued", 0, "")]
         assert self.rows(queries, "state") == [("open",)]
+
+    async def test_a_query_abort_cancels_the_open_queries_and_is_not_answered(self) -> None:
+        self.save_orders(order("ORD-1", "S100", "HEM-WBC"))
+        ingest, port = self.gateway_line(OrderMode.QUERY)
+        responder = HostQueryResponder(self.store, ingest, reactor)
+        responder.attach()
+        await self.connect(port)
+        self.sim.refusing = True  # the first query's reply is refused: the query stays open
+        await self.sim.send_host_query(["S100"])
+        await self.until(lambda: responder.failed == 1)
+        await responder.when_idle()
+        self.sim.refusing = False
+        # E1394 §12.1.13: Q.13 request information status "A" withdraws the last request.
+        abort = host_query_records("XN-550", ["S100"])
+        abort[1] = abort[1][: -len(b"O")] + b"A"
+        outcome = await self.sim.send_message(abort)
+        assert outcome.delivered
+        await self.until(lambda: len(self.rows(queries, "state")) == 2)
+        await self.until(lambda: self.rows(queries, "state") == [("cancelled",), ("cancelled",)])
+        await responder.when_idle()
+        assert responder.answered == 0
+        assert self.queue() == [("WBC", "queued", 0, "")]
+        assert self.rows(messages, "direction", "kind") == [("in", "query"), ("in", "query")]
 
 
 class DownloadTests(OrdersOutTest):
