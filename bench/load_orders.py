@@ -14,7 +14,7 @@ PostgreSQL's id sequences are moved past the rows, and ANALYZE updates the plann
 statistics, as they would be on a database that grew to this size.
 
 ``preload_cbc_orders`` serves the throughput/latency runs with ``--orders`` (the matched
-path, brief F2): one order per sample ID the run will send, asking for every CBC test, with
+path): one order per sample ID the run will send, asking for every CBC test, with
 a test-code map (``write_cbc_codes``) that knows every code, so each result is matched.
 """
 

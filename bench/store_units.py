@@ -10,7 +10,7 @@ transfers (default 16, one per analyzer) per transaction as lisgw.services.batch
 * ``before``: results and review rows saved the former way (``store_transfer(...,
   legacy=True)``: SQLAlchemy ``INSERT … RETURNING`` with per-row type processing);
 * ``after``: the current path (plain executemany, ids read back by message id);
-* ``--commit-each`` adds the one-transfer-per-commit shape (before brief F's batcher).
+* ``--commit-each`` adds the one-transfer-per-commit shape (before the UnitBatcher).
 
 Two routing paths, each measured: ``review`` (no orders: every result unmatched, all 41
 into the review queue and, with send_unsolicited, to the HIS) and ``matched`` (an order

@@ -44,13 +44,14 @@ from lisgw.drivers.mapping import TestCodeMap
 from lisgw.errors import CodecError, LocalProtocolError
 from lisgw.his.profile import HisProfile
 from lisgw.his.results import build_result_message, control_id_for, delivery_groups, group_placer
-from lisgw.his.types import RoutedResult
+from lisgw.his.types import HisOrder, RoutedResult
 from lisgw.hl7.message import Hl7Message
 from lisgw.model import Kind, NormalizedMessage, Protocol
 from lisgw.routing import RoutingConfig, message_identities, normalize_sample_id, route
 from lisgw.services.his import hl7_now
 from lisgw.store import work
 from lisgw.store.ingest_work import dead_on_arrival
+from lisgw.store.order_lookups import orders_for_routing
 from lisgw.store.records import Direction, FrameIn, MessageState, OutboxPayload
 
 __all__ = [
@@ -316,16 +317,17 @@ def _route(
     connection = context.connection
     sample_ids = [normalize_sample_id(s.sample_id) for s in message.specimens]
     identities = message_identities(message, connection)
+    orders = orders_for_routing(conn, sample_ids)
     outcome = route(
         message,
         connection=connection,
-        orders=work.open_orders_for(conn, sample_ids),
+        orders=orders.open,
         codes=context.codes,
         known=work.known_identities(conn, identities),
         config=context.routing,
         identities=identities,
     )
-    payloads, unbuilt = _payloads(conn, outcome.to_deliver, context, now)
+    payloads, unbuilt = _payloads(orders.his, outcome.to_deliver, context, now)
     saved = work.save_routed_results(conn, message_id, outcome, payloads, now, legacy=legacy)
     dead = 0
     for row in saved.outbox:
@@ -342,20 +344,25 @@ def _route(
 
 
 def _payloads(
-    conn: sa.Connection, deliver: Sequence[RoutedResult], context: IngestContext, now: float
+    orders: dict[str, HisOrder],
+    deliver: Sequence[RoutedResult],
+    context: IngestContext,
+    now: float,
 ) -> tuple[list[OutboxPayload], dict[str, str]]:
-    """The ORU^R01 of each delivery group, and why a group's could not be built."""
+    """The ORU^R01 of each delivery group, and why a group's could not be built.
+
+    ``orders``: the orders routing matched against, by placer (read once with them, in the
+    same transaction: lisgw.store.order_lookups.orders_for_routing)."""
     if not deliver:
         return [], {}
     profile = context.his_profile
-    orders = work.orders_by_placer(conn, [r.order_placer for r in deliver if r.order_placer])
     payloads: list[OutboxPayload] = []
     unbuilt: dict[str, str] = {}
     for group in delivery_groups(deliver, profile.results_per):
         identities = tuple(r.identity for r in group)
         identity = payload_identity(identities)
         placer = group_placer(group)
-        order = orders[placer].as_his_order() if placer in orders else None
+        order = orders.get(placer)
         try:
             payload = build_result_message(
                 group,

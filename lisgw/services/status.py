@@ -12,7 +12,12 @@ What it writes:
 * one ``connection_status`` row per analyzer connection when its line changes state
   (listening, connecting, connected, waiting, down, stopped), with the peer, reconnect
   attempts, errors and the last error, and ``last_message_at`` when the connection's ingest
-  has stored a transfer or message.
+  has stored a transfer or message — at most every ``MESSAGE_REFRESH`` s (5 s) per line
+  (issue 6: a busy lab's every line would otherwise be rewritten every tick), and once
+  more at stop. So ``last_message_at`` may lag the newest stored message by up to
+  ``MESSAGE_REFRESH`` + ``coalesce`` s; ``lisgw status``/``top`` show the later of it and
+  the newest message row (lisgw.store.views), and a state change is still written at the
+  next tick.
 
 Writes are coalesced: changes mark a line dirty and a tick every ``coalesce`` s (1 s) writes
 the dirty lines in one transaction, so a line is written at most once per tick and the last
@@ -69,10 +74,11 @@ from lisgw.transports.tcp import (
     describe_address,
 )
 
-__all__ = ["COALESCE_INTERVAL", "ObservedFactory", "StatusReporter"]
+__all__ = ["COALESCE_INTERVAL", "MESSAGE_REFRESH", "ObservedFactory", "StatusReporter"]
 
 _log = Logger()
 COALESCE_INTERVAL: Final = 1.0
+MESSAGE_REFRESH: Final = 5.0  # last_message_at written at most this often per line
 _CLIENT_STATES: Final = {
     ClientState.STOPPED: ConnectionState.STOPPED,
     ClientState.CONNECTING: ConnectionState.CONNECTING,
@@ -111,6 +117,7 @@ class StatusReporter(Service):
         pid: int | None = None,
         heartbeat: float = HEARTBEAT_INTERVAL,
         coalesce: float = COALESCE_INTERVAL,
+        message_refresh: float = MESSAGE_REFRESH,
     ) -> None:
         self.setName("status reporter")  # type: ignore[no-untyped-call]
         self.store = store
@@ -120,6 +127,7 @@ class StatusReporter(Service):
         self.pid = os.getpid() if pid is None else pid
         self.heartbeat = heartbeat
         self.coalesce = coalesce
+        self.message_refresh = message_refresh
         self.writes = 0  # successful writes, for tests and the curious
         self._lines: dict[str, _Line] = {}
         self._started_at = clock.seconds()
@@ -224,6 +232,7 @@ class StatusReporter(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+        self._note_messages(self.clock.seconds(), refresh=0.0)
         for line in self._lines.values():
             self._move(line, ConnectionState.STOPPED)
         return Deferred.fromCoroutine(self._final_write())
@@ -239,19 +248,28 @@ class StatusReporter(Service):
         if self._writing is not None:
             return None  # the lines stay dirty for the next tick
         now = self.clock.seconds()
-        for line in self._lines.values():
-            if line.messages is not None:
-                seen = line.messages()
-                if seen != line.messages_seen:
-                    line.messages_seen = seen
-                    line.last_message_at = now
-                    line.dirty = True
+        self._note_messages(now, refresh=self.message_refresh)
         due = self._last_heartbeat is None or now - self._last_heartbeat >= self.heartbeat
         if due or any(line.dirty for line in self._lines.values()):
             return self._write(heartbeat=due)
         return None
 
     # -- writing ----------------------------------------------------------------------------
+
+    def _note_messages(self, now: float, *, refresh: float) -> None:
+        """Lines whose ingest stored something: ``last_message_at`` now, unless it was set
+        less than ``refresh`` s ago (then the count is looked at again at a later tick)."""
+        for line in self._lines.values():
+            if line.messages is None:
+                continue
+            last = line.last_message_at
+            if last is not None and now - last < refresh:
+                continue
+            seen = line.messages()
+            if seen != line.messages_seen:
+                line.messages_seen = seen
+                line.last_message_at = now
+                line.dirty = True
 
     def _move(self, line: _Line, state: ConnectionState) -> None:
         if line.state is not state:

@@ -8,10 +8,12 @@ stored: callers pass normalized IDs (lisgw.routing.normalize_sample_id).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
 
+from lisgw.his.types import HisOrder, OrderedTest
 from lisgw.routing import OpenOrder
 from lisgw.store._sql import chunks, unique
 from lisgw.store.records import (
@@ -24,7 +26,25 @@ from lisgw.store.records import (
 )
 from lisgw.store.schema import order_queue, order_tests, orders
 
-__all__ = ["mark_queue_sent", "open_orders_for", "orders_by_placer", "queued_tests_for"]
+__all__ = [
+    "OrdersForRouting",
+    "mark_queue_sent",
+    "open_orders_for",
+    "orders_by_placer",
+    "orders_for_routing",
+    "queued_tests_for",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class OrdersForRouting:
+    """What ``orders_for_routing`` read: the open order tests by sample ID (``open``, as
+    ``open_orders_for`` gives them) and those orders as the HIS bridge builds result
+    messages against them, by placer number (``his``, as ``orders_by_placer``'s
+    ``as_his_order`` would give them for any order in ``open``)."""
+
+    open: dict[str, list[OpenOrder]]
+    his: dict[str, HisOrder]
 
 
 def open_orders_for(conn: sa.Connection, sample_ids: Sequence[str]) -> dict[str, list[OpenOrder]]:
@@ -34,7 +54,20 @@ def open_orders_for(conn: sa.Connection, sample_ids: Sequence[str]) -> dict[str,
     a correction comes after the order is complete), once per analyzer queue row, or once
     with no analyzer when no analyzer performs it. Samples with no order are absent.
     """
+    return orders_for_routing(conn, sample_ids).open
+
+
+def orders_for_routing(conn: sa.Connection, sample_ids: Sequence[str]) -> OrdersForRouting:
+    """``open_orders_for`` and, from the same rows, each of those orders as a HisOrder.
+
+    The ingest pipeline routes with ``open`` and builds the ORU^R01 with ``his`` (patient,
+    first test), so a transfer reads its orders once. ``his`` holds only orders not
+    cancelled, with their tests not cancelled in id order — what ``as_his_order`` keeps.
+    """
     found: dict[str, list[OpenOrder]] = {}
+    his: dict[str, HisOrder] = {}
+    tests: dict[str, list[OrderedTest]] = {}
+    seen_tests: set[int] = set()
     queue_join = sa.and_(
         order_queue.c.order_test_id == order_tests.c.id,
         order_queue.c.state != str(QueueState.CANCELLED),
@@ -47,7 +80,14 @@ def open_orders_for(conn: sa.Connection, sample_ids: Sequence[str]) -> dict[str,
             sa.select(
                 orders.c.placer,
                 orders.c.sample_id,
+                orders.c.filler,
+                orders.c.patient_id,
+                orders.c.patient_name,
+                orders.c.priority,
+                orders.c.ordered_at,
+                order_tests.c.id.label("test_id"),
                 order_tests.c.his_code,
+                order_tests.c.name.label("test_name"),
                 order_queue.c.analyzer_code,
                 order_queue.c.connection,
             )
@@ -69,7 +109,23 @@ def open_orders_for(conn: sa.Connection, sample_ids: Sequence[str]) -> dict[str,
                     connection=row.connection or "",
                 )
             )
-    return found
+            if row.placer not in his:
+                his[row.placer] = HisOrder(
+                    control="new",
+                    placer=row.placer,
+                    filler=row.filler,
+                    sample_id=row.sample_id,
+                    patient_id=row.patient_id,
+                    patient_name=row.patient_name,
+                    tests=(),
+                    priority=row.priority,
+                    ordered_at=row.ordered_at,
+                )
+            if row.test_id not in seen_tests:
+                seen_tests.add(row.test_id)
+                tests.setdefault(row.placer, []).append(OrderedTest(row.his_code, row.test_name))
+    complete = {placer: replace(o, tests=tuple(tests.get(placer, ()))) for placer, o in his.items()}
+    return OrdersForRouting(found, complete)
 
 
 def orders_by_placer(conn: sa.Connection, placers: Sequence[str]) -> dict[str, OrderRecord]:

@@ -167,6 +167,45 @@ class ReporterCases:
         case.assertEqual(node["gw-1"]["stopped_at"], NOW + 5.0)
         case.assertEqual({line["state"] for line in lines.values()}, {"stopped"})
 
+    async def test_last_message_at_at_most_every_message_refresh(self) -> None:
+        case: Any = self
+        await self.reporter.startService()
+        self.messages[0] = 1
+        await self.tick()  # NOW + 1: first message noted at once
+        writes = self.reporter.writes
+        for second in range(2, 6):  # NOW + 2 … + 5: new messages every second, not written
+            self.messages[0] = second
+            await self.tick()
+        _, lines = self.store.run_sync(read)
+        case.assertEqual(lines["xn-1"]["last_message_at"], NOW + 1.0)
+        case.assertEqual(self.reporter.writes, writes + 1)  # the heartbeat at NOW + 5 only
+        self.messages[0] = 6
+        await self.tick()  # NOW + 6: MESSAGE_REFRESH (5 s) since the last one
+        _, lines = self.store.run_sync(read)
+        case.assertEqual(lines["xn-1"]["last_message_at"], NOW + 6.0)
+        self.messages[0] = 7
+        await self.tick()
+        await self.reporter.stopService()  # at stop: noted whatever the refresh
+        _, lines = self.store.run_sync(read)
+        case.assertEqual(lines["xn-1"]["last_message_at"], NOW + 7.0)
+        case.assertEqual(lines["xn-1"]["state"], "stopped")
+
+    async def test_many_lines_written_in_one_tick(self) -> None:
+        case: Any = self
+        for n in range(3, 13):
+            self.reporter.track_server(f"xn-{n}")
+        await self.reporter.startService()
+        for n in range(3, 13, 2):
+            self.reporter.line_opened(f"xn-{n}", f"10.0.0.{n}:4000")
+        await self.tick()
+        _, lines = self.store.run_sync(read)
+        case.assertEqual(len(lines), 12)
+        for n in range(3, 13):
+            opened = n % 2 == 1
+            case.assertEqual(lines[f"xn-{n}"]["state"], "connected" if opened else "listening")
+            case.assertEqual(lines[f"xn-{n}"]["peer"], f"10.0.0.{n}:4000" if opened else "")
+        await self.reporter.stopService()
+
     async def test_store_failure_is_retried_at_the_next_tick(self) -> None:
         case: Any = self
         await self.reporter.startService()
