@@ -41,6 +41,7 @@ import codecs
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Final
 
 from lisgw.drivers.translit import Target, transliterate
@@ -55,7 +56,9 @@ __all__ = [
     "control_id_for",
     "delivery_groups",
     "group_placer",
+    "hl7_now",
     "hl7_timestamp",
+    "payload_identity",
 ]
 
 CONTROL_ID_LENGTH: Final = 20  # MSH-10 is ST, 20 characters, in v2.3.1 and v2.5.1
@@ -280,3 +283,15 @@ def _status(routed: RoutedResult) -> str:
     if routed.correction:
         return "C"
     return _STATUS_0085.get(routed.result.status_meaning, "F")
+
+
+def payload_identity(result_identities: Iterable[str]) -> str:
+    """The outbox identity of a result message: sha256 hex of its results' identities (the
+    same set of results always gives the same identity, so it is queued once)."""
+    joined = ",".join(sorted(set(result_identities)))
+    return hashlib.sha256(joined.encode("utf-8")).hexdigest()
+
+
+def hl7_now(now: float) -> str:
+    """An HL7 TS for the epoch time ``now`` (MSH-7 of what lisgw builds): UTC, with offset."""
+    return datetime.fromtimestamp(now, UTC).strftime("%Y%m%d%H%M%S+0000")

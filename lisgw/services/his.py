@@ -31,7 +31,6 @@ Patient data stays out of INFO logs: message control IDs, types, counts and peer
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -45,6 +44,7 @@ from twisted.python.failure import Failure
 from lisgw.errors import CodecError
 from lisgw.his.orders import UnsupportedMessageError, read_orders
 from lisgw.his.profile import HisProfile
+from lisgw.his.results import hl7_now  # re-exported: the services import it from here
 from lisgw.his.types import HisOrder
 from lisgw.hl7.build import AckError, build_ack
 from lisgw.hl7.message import Hl7Message, parse_message
@@ -70,11 +70,6 @@ _STUB_ORIGINAL = "MSH|^~\\&|||||||||P|"  # + version: answers a payload that is 
 STORE_UNAVAILABLE = "store unavailable"
 _FIELD_REF = re.compile(r"\b([A-Z][A-Z0-9]{2})-(\d+)")
 _SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
-
-
-def hl7_now(now: float) -> str:
-    """An HL7 TS for the epoch time ``now``, in UTC with its offset."""
-    return time.strftime("%Y%m%d%H%M%S+0000", time.gmtime(now))
 
 
 @dataclass(frozen=True, slots=True)

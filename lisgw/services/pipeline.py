@@ -24,8 +24,7 @@ records ran out in is incomplete: kept for the technician, never results.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
@@ -43,12 +42,18 @@ from lisgw.drivers import Catalogue, CompiledProfile
 from lisgw.drivers.mapping import TestCodeMap
 from lisgw.errors import CodecError, LocalProtocolError
 from lisgw.his.profile import HisProfile
-from lisgw.his.results import build_result_message, control_id_for, delivery_groups, group_placer
+from lisgw.his.results import (
+    build_result_message,
+    control_id_for,
+    delivery_groups,
+    group_placer,
+    hl7_now,
+    payload_identity,
+)
 from lisgw.his.types import HisOrder, RoutedResult
 from lisgw.hl7.message import Hl7Message
 from lisgw.model import Kind, NormalizedMessage, Protocol
 from lisgw.routing import RoutingConfig, message_identities, normalize_sample_id, route
-from lisgw.services.his import hl7_now
 from lisgw.store import work
 from lisgw.store.ingest_work import dead_on_arrival
 from lisgw.store.order_lookups import orders_for_routing
@@ -215,12 +220,6 @@ class TransferReader:
             unread = NormalizedMessage(protocol, Kind.UNKNOWN, warnings=(reason,))
             return Decoded(raw, replace(unread, driver=profile.key), rejected=reason)
         return Decoded(raw, normalized)
-
-
-def payload_identity(result_identities: Iterable[str]) -> str:
-    """The outbox identity of a result message: sha256 hex of its results' identities."""
-    joined = ",".join(sorted(set(result_identities)))
-    return hashlib.sha256(joined.encode("utf-8")).hexdigest()
 
 
 def store_transfer(

@@ -35,9 +35,7 @@ Refusals raise ``StoreError`` naming the item, order or sample and why; nothing 
 
 from __future__ import annotations
 
-import hashlib
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -46,7 +44,7 @@ import sqlalchemy as sa
 from lisgw.drivers.mapping import TestCodeMap
 from lisgw.errors import CodecError, LocalProtocolError, StoreError
 from lisgw.his.profile import HisProfile
-from lisgw.his.results import build_result_message, control_id_for
+from lisgw.his.results import build_result_message, control_id_for, hl7_now, payload_identity
 from lisgw.his.types import RoutedResult
 from lisgw.model import Kind, NormalizedMessage, Protocol, Result, Specimen
 from lisgw.routing import normalize_sample_id, route
@@ -66,7 +64,7 @@ from lisgw.store.records import (
 from lisgw.store.results import set_review_state
 from lisgw.store.schema import order_tests, orders, outbox, results, review
 
-__all__ = ["ReviewMatched", "match_review", "payload_identity"]
+__all__ = ["ReviewMatched", "match_review"]
 
 _MATCHABLE = (ReviewState.OPEN, ReviewState.ASSIGNED)
 _OPEN_ORDERS = (str(OrderState.OPEN), str(OrderState.PARTIAL))
@@ -82,16 +80,6 @@ class ReviewMatched:
     his_code: str
     outbox: OutboxRow
     detail: str
-
-
-def payload_identity(result_identities: Iterable[str]) -> str:
-    """The outbox identity of a result message: sha256 hex of its results' identities.
-
-    The same function as lisgw.services.pipeline.payload_identity (a test checks they agree):
-    the store layer cannot import the service layer.
-    """
-    joined = ",".join(sorted(set(result_identities)))
-    return hashlib.sha256(joined.encode("utf-8")).hexdigest()
 
 
 def match_review(
@@ -239,7 +227,7 @@ def _queue(
             order.as_his_order(),
             profile,
             analyzer=routed.connection,
-            now_timestamp=_hl7_now(now),
+            now_timestamp=hl7_now(now),
         )
     except (CodecError, LocalProtocolError) as error:
         raise StoreError(f"result message for order {order.placer!r} not built: {error}") from error
@@ -308,8 +296,3 @@ def _result(document: Mapping[str, Any]) -> Result:
     lists = ("flag_meanings", "comments")
     fields: dict[str, Any] = {k: tuple(v) if k in lists else v for k, v in document.items()}
     return Result(**fields)
-
-
-def _hl7_now(now: float) -> str:
-    """MSH-7 as the pipeline writes it (lisgw.services.his.hl7_now): UTC with its offset."""
-    return time.strftime("%Y%m%d%H%M%S+0000", time.gmtime(now))

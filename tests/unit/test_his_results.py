@@ -403,3 +403,10 @@ def test_read_ack_tolerates_undecodable_reason_text() -> None:
 def test_a_profile_built_by_hand_with_an_unknown_encoding_is_a_codec_error() -> None:
     with pytest.raises(CodecError, match="unknown encoding 'klingon'"):
         build(routed(GLU), his_order(), replace(V251, encoding="klingon"))
+
+
+def test_hl7_now_is_utc_with_its_offset() -> None:
+    from lisgw.his.results import hl7_now
+
+    assert hl7_now(0.0) == "19700101000000+0000"
+    assert hl7_now(1_700_000_000.9) == "20231114221320+0000"  # seconds truncated, not rounded

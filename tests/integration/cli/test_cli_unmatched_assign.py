@@ -15,13 +15,14 @@ import pytest
 import sqlalchemy as sa
 
 from lisgw.his.profile import HisProfile
+from lisgw.his.results import payload_identity
 from lisgw.hl7 import apy
 from lisgw.hl7.message import parse_message
 from lisgw.routing import RoutingConfig
 from lisgw.services.pipeline import payload_identity as pipeline_payload_identity
 from lisgw.store import work
 from lisgw.store.records import OrderState, OutboxRow, ReviewState, TestState
-from lisgw.store.review_match import match_review, payload_identity
+from lisgw.store.review_match import match_review
 from lisgw.store.runner import Store
 from lisgw.store.schema import results
 from tests.integration.cli.conftest import LOST_SAMPLE, Populated, lisgw
