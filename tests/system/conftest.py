@@ -145,6 +145,18 @@ class PgDatabase:
         self.admin.dispose()
 
 
+def workdir_and_store(case: Any, backend: str) -> tuple[Workdir, str | None]:
+    """A working directory and, on PostgreSQL, a fresh database, both removed after
+    ``case``; the store URL (None: the SQLite default in the working directory)."""
+    workdir = Workdir()
+    case.addCleanup(workdir.remove)
+    if backend != "postgresql":
+        return workdir, None
+    database = PgDatabase()
+    case.addCleanup(database.drop)
+    return workdir, database.url
+
+
 def query_store(url: str, sql: str) -> list[tuple[Any, ...]]:
     """Rows of one query on the gateway's store (after the gateway stopped)."""
     engine = make_engine(url)

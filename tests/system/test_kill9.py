@@ -31,9 +31,7 @@ from twisted.trial import unittest
 from lisgw.hl7.message import parse_message
 from lisgw.sim.analyzer import capture_messages
 from tests.system.conftest import (
-    PgDatabase,
     ResendingAnalyzer,
-    Workdir,
     corpus_file,
     eventually,
     free_port,
@@ -44,6 +42,7 @@ from tests.system.conftest import (
     start_his,
     store_url_of,
     within,
+    workdir_and_store,
     write_config,
 )
 
@@ -76,12 +75,7 @@ class _Kill9:
     async def test_every_acked_message_is_delivered_exactly_once(self) -> None:
         case: unittest.TestCase = self  # type: ignore[assignment]
         rng = random.Random(SEED)
-        workdir = Workdir()
-        case.addCleanup(workdir.remove)
-        database = PgDatabase() if self.backend == "postgresql" else None
-        if database is not None:
-            case.addCleanup(database.drop)
-        store_url = database.url if database is not None else None
+        workdir, store_url = workdir_and_store(case, self.backend)
         his, his_port = await start_his(case)
         analyzer_port = free_port()
         config = write_config(

@@ -19,9 +19,7 @@ from lisgw.his.ack import read_ack
 from lisgw.hl7.message import parse_message
 from lisgw.sim.his import order_message
 from tests.system.conftest import (
-    PgDatabase,
     ResendingAnalyzer,
-    Workdir,
     free_port,
     query_store,
     send_to_gateway,
@@ -29,6 +27,7 @@ from tests.system.conftest import (
     start_his,
     store_url_of,
     within,
+    workdir_and_store,
     write_config,
 )
 
@@ -55,12 +54,7 @@ class _OrdersFlow:
 
     async def flow(self, mode: str) -> None:
         case: unittest.TestCase = self  # type: ignore[assignment]
-        workdir = Workdir()
-        case.addCleanup(workdir.remove)
-        database = PgDatabase() if self.backend == "postgresql" else None
-        if database is not None:
-            case.addCleanup(database.drop)
-        store_url = database.url if database is not None else None
+        workdir, store_url = workdir_and_store(case, self.backend)
         his, his_port = await start_his(case)
         orders_port, analyzer_port = free_port(), free_port()
         config = write_config(

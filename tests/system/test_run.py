@@ -35,7 +35,6 @@ from lisgw.sim.his import AckMode
 from tests.system.conftest import (
     HOST,
     REPO,
-    PgDatabase,
     ResendingAnalyzer,
     Workdir,
     connect_partial,
@@ -49,6 +48,7 @@ from tests.system.conftest import (
     start_his,
     store_url_of,
     within,
+    workdir_and_store,
     write_config,
 )
 
@@ -81,12 +81,7 @@ class _EndToEnd:
 
     async def test_orders_in_results_out(self) -> None:
         case: unittest.TestCase = self  # type: ignore[assignment]
-        workdir = Workdir()
-        case.addCleanup(workdir.remove)
-        database = PgDatabase() if self.backend == "postgresql" else None
-        if database is not None:
-            case.addCleanup(database.drop)
-        store_url = database.url if database is not None else None
+        workdir, store_url = workdir_and_store(case, self.backend)
         his, his_port = await start_his(case)
         orders_port, analyzer_port = free_port(), free_port()
         config = write_config(

@@ -42,7 +42,6 @@ from tests.system.conftest import (
     REACTOR,
     REPO,
     GatewayProcess,
-    PgDatabase,
     Workdir,
     corpus_file,
     eventually,
@@ -53,6 +52,7 @@ from tests.system.conftest import (
     start_his,
     store_url_of,
     within,
+    workdir_and_store,
     write_config,
 )
 from tests.system.test_run import mllp_payloads
@@ -110,12 +110,7 @@ class _Transports:
 
     async def run_gateway(self, connections: list[dict[str, Any]]) -> Running:
         case: unittest.TestCase = self  # type: ignore[assignment]
-        workdir = Workdir()
-        case.addCleanup(workdir.remove)
-        database = PgDatabase() if self.backend == "postgresql" else None
-        if database is not None:
-            case.addCleanup(database.drop)
-        store_url = database.url if database is not None else None
+        workdir, store_url = workdir_and_store(case, self.backend)
         his, his_port = await start_his(case)
         config = write_config(
             workdir.path,
