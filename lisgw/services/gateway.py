@@ -28,11 +28,11 @@ they ended; stop the HIS listener after the messages it is handling; stop the di
 MSH-10); close the store. Undelivered results stay in the outbox.
 
 The analyzer-side pieces (the HL7 analyzers' MLLP handler, the listeners and their
-attribution) are in lisgw.services.analyzer_lines. Several analyzers on one listener are told apart by peer address (``peers``); where the
-address leaves several, or a connection lists ``senders``, by the sender name of the first
-message (ASTM H.5.1, HL7 MSH-3.1): lisgw.transports.attribute holds the connection until it
-is named, then hands every byte to the chosen connection's protocol; an unknown or
-ambiguous sender is refused with a warning.
+attribution) are in lisgw.services.analyzer_lines. Several analyzers on one listener are
+told apart by peer address (``peers``); where the address leaves several, or a connection
+lists ``senders``, by the sender name of the first message (ASTM H.5.1, HL7 MSH-3.1):
+lisgw.transports.attribute holds the connection until it is named, then hands every byte to
+the chosen connection's protocol; an unknown or ambiguous sender is refused with a warning.
 No patient data is logged here: names, ports, counts.
 """
 
