@@ -1,11 +1,14 @@
 """Order download: queued tests sent to an ASTM analyzer as order messages (E1381 sender).
 
 Layer: service (Twisted). One ``OrderDownloader`` per analyzer connection whose order mode
-downloads (``orders: batch`` or ``both``). Every ``poll_interval`` seconds (0.5 s by
-default: the HIS listener saves orders in their own transaction and does not call us, so a
-short poll keeps the delay from order to analyzer small for one indexed query per idle
-poll) it looks for due queued tests (lisgw.store.downloads.due_downloads); when there are
-some and a line of the connection is connected with no download in flight, it builds one
+downloads (``orders: batch`` or ``both``). It looks for due queued tests
+(lisgw.store.downloads.due_downloads) when it may find some: at once when woken (``wake``:
+the gateway calls it when the HIS listener has committed tests for this connection), when a
+failed download's retry is due, right after a delivered batch (there may be more), and
+otherwise every ``idle_recheck`` seconds (5 s: tests queued by another gateway node sharing
+the store, or left by a restart). A tick every ``poll_interval`` (0.5 s) checks those times
+without touching the store, so two hundred idle analyzers cost no queries. When there are
+due tests and a line of the connection is connected with no download in flight, it builds one
 message for the batch (lisgw.orders_out: H, then P and O per sample, L) and hands it to the
 line's ``AstmLinkProtocol.send_message``. The link bids for the line when it is idle and
 resolves contention (E1381 §6.2.7: the instrument wins, the host waits and bids again).
@@ -43,10 +46,11 @@ from lisgw.store.downloads import download_failed, due_downloads, record_downloa
 from lisgw.store.runner import Store
 from lisgw.transports.astm import AstmLinkProtocol
 
-__all__ = ["DOWNLOAD_POLL_INTERVAL", "OrderDownloader"]
+__all__ = ["DOWNLOAD_POLL_INTERVAL", "IDLE_RECHECK", "OrderDownloader"]
 
 _log = Logger()
 DOWNLOAD_POLL_INTERVAL: Final = 0.5
+IDLE_RECHECK: Final = 5.0
 BATCH_TESTS: Final = 200  # queued tests per message at most (whole samples)
 
 
@@ -60,6 +64,7 @@ class OrderDownloader(Service):
         clock: IReactorTime,
         *,
         poll_interval: float = DOWNLOAD_POLL_INTERVAL,
+        idle_recheck: float = IDLE_RECHECK,
         backoff: BackoffPolicy | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -68,12 +73,18 @@ class OrderDownloader(Service):
         self.clock = clock
         self.name = f"downloads {ingest.name}"
         self.poll_interval = poll_interval
+        self.idle_recheck = idle_recheck
         self.backoff = backoff or BackoffPolicy()
         self.rand = rand
         self.delivered = 0  # messages delivered
         self.failures = 0  # consecutive failed attempts (reset by a delivery)
         self._loop: LoopingCall | None = None
         self._busy: Deferred[None] | None = None
+        self._next_look = 0.0  # the store is not asked before this time (module docstring)
+
+    def wake(self) -> None:
+        """Tests were queued for this connection: look at the next tick."""
+        self._next_look = 0.0
 
     def startService(self) -> None:  # Service's own is untyped: set running ourselves
         self.running = True
@@ -97,7 +108,7 @@ class OrderDownloader(Service):
 
     def poll(self) -> Deferred[None] | None:
         """One look for due tests; nothing when a download is in flight or no line is up."""
-        if self._busy is not None:
+        if self._busy is not None or self.clock.seconds() < self._next_look:
             return None
         line = self.ingest.connected_line
         if line is None:
@@ -114,6 +125,7 @@ class OrderDownloader(Service):
 
     async def _download(self, line: AstmLinkProtocol) -> None:
         now = self.clock.seconds()
+        self._next_look = now + self.idle_recheck
         queued = await self.store.run(due_downloads, self.ingest.name, now=now, limit=BATCH_TESTS)
         if not queued:
             return
@@ -139,6 +151,7 @@ class OrderDownloader(Service):
         await self.store.run(record_download, self.ingest.name, raw, queue_ids, now=done)
         self.failures = 0
         self.delivered += 1
+        self._next_look = 0.0  # a full batch may have left more behind
         _log.info(
             "{name}: order download delivered: {samples} sample(s), {tests} test(s)",
             name=self.name,
@@ -151,6 +164,7 @@ class OrderDownloader(Service):
         delay = self.backoff.delay(self.failures, self.rand())
         now = self.clock.seconds()
         await self.store.run(download_failed, queue_ids, error=reason, next_attempt_at=now + delay)
+        self._next_look = min(self._next_look, now + delay)
         _log.warn(
             "{name}: order download of {tests} test(s) failed ({reason}); retry in {delay:.1f} s",
             name=self.name,

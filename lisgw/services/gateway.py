@@ -338,6 +338,7 @@ class Gateway:
             settings=MllpSettings(
                 max_message_size=orders.max_message_bytes, idle_timeout=orders.idle_timeout
             ),
+            on_queued=self._wake_downloaders,
         )
 
     def _protocol_factory(self, connection: ConnectionConfig) -> IProtocolFactory:
@@ -409,6 +410,12 @@ class Gateway:
             limits=limits,
             name=connection.name,
         )
+
+    def _wake_downloaders(self, connections: frozenset[str]) -> None:
+        """The HIS listener queued tests for ``connections``: their downloaders look now."""
+        for downloader in self.downloaders:
+            if downloader.ingest.name in connections:
+                downloader.wake()
 
     def _wake_dispatcher(self) -> None:
         """Results were queued: deliver within DISPATCH_WAKE_DELAY instead of the next poll;

@@ -31,7 +31,7 @@ Patient data stays out of INFO logs: message control IDs, types, counts and peer
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
@@ -166,9 +166,13 @@ class HisOrderListener(Service):
         connection: str = "his",
         settings: MllpSettings | None = None,
         max_connections: int = 16,
+        on_queued: Callable[[frozenset[str]], None] | None = None,
     ) -> None:
         self.store = store
         self.profile = profile
+        # Called after a commit that queued tests, with the analyzer connections they are for
+        # (the gateway wakes their order downloaders instead of waiting for a poll).
+        self.on_queued = on_queued
         self.endpoint = endpoint
         self.clock = clock
         self.routes = routes
@@ -261,6 +265,10 @@ class HisOrderListener(Service):
         except Exception as exc:  # any failure of the unit of work: nothing was committed
             return self._store_failed(verdict, link, now, str(exc))
         self._log_stored(verdict, stored, link)
+        if self.on_queued is not None and stored.orders is not None:
+            targets = frozenset(t.connection for o in stored.orders.orders for t in o.queued)
+            if targets:
+                self.on_queued(targets)
         return ack if message.complete else None
 
     def _save_args(self, session: SessionRecord, now: float) -> _SaveArgs:

@@ -117,6 +117,7 @@ class ListenerTest(unittest.TestCase):
         return store
 
     async def start(self, store: Store, profile: HisProfile | None = None) -> HisOrderListener:
+        self.woken: list[frozenset[str]] = []
         listener = HisOrderListener(
             store,
             profile or HisProfile.plain("2.5.1"),
@@ -124,6 +125,7 @@ class ListenerTest(unittest.TestCase):
             clock=self.clock,
             routes=ROUTES,
             settings=MllpSettings(idle_timeout=None),
+            on_queued=self.woken.append,
         )
         await listener.startService()
         self.addCleanup(listener.stopService)
@@ -161,6 +163,7 @@ class AcceptedOrderTests(ListenerTest):
         assert (order.sample_id, order.patient_id) == ("ORD0001", "PAT0001")
         queued = store.run_sync(work.queued_tests_for, "xn550")
         assert sorted(q.analyzer_code for q in queued) == ["HGB", "WBC"]
+        assert self.woken == [frozenset({"xn550"})]  # its order downloader is woken
         (message,) = store.run_sync(work.messages_in_state, MessageState.PROCESSED)
         assert message.raw == ORM_NEW
         assert (message.direction, message.connection) == (Direction.IN, "his")
