@@ -35,7 +35,6 @@ __all__ = ["clean_texts", "insert_many", "json_text"]
 
 _SEPARATOR = "\x1f"
 _statements: dict[tuple[str, str, tuple[str, ...], tuple[str, ...], int], str] = {}
-_PG_ROWS = 500  # rows per statement on PostgreSQL: 22 columns x 500 stay far below 65535
 
 
 def json_text(value: object) -> str:
@@ -58,21 +57,20 @@ def insert_many(
     rows: Sequence[Sequence[Any]],
     *,
     conflict: Sequence[str] = (),
-) -> None:
-    """INSERT the rows (sequences in ``columns`` order); ``conflict``: ON CONFLICT (conflict)
-    DO NOTHING. SQLite: one executemany; PostgreSQL: one multi-row VALUES per 500 rows."""
+) -> int:
+    """INSERT the rows (sequences in ``columns`` order) with one ``executemany``;
+    ``conflict``: ON CONFLICT (conflict) DO NOTHING. Returns how many rows were inserted
+    (rows skipped by the conflict clause not counted).
+
+    SQLite runs it in-process; psycopg 3 sends the rows in pipeline mode (one round trip) to
+    one prepared statement. That costs about a third of the client CPU of one multi-row
+    ``VALUES`` statement, whose 40 × 22 parameters psycopg converts on every call (issue 6,
+    measured with 40-row CBC inserts).
+    """
     if not rows:
-        return
-    dialect = conn.dialect
-    if dialect.name != "postgresql":  # SQLite: executemany is in-process, no round trips
-        sql = _statement(dialect, table, columns, conflict, 1)
-        conn.exec_driver_sql(sql, list(map(tuple, rows)))
-        return
-    # PostgreSQL: one multi-row VALUES per chunk (one round trip, not one per row).
-    for start in range(0, len(rows), _PG_ROWS):
-        part = rows[start : start + _PG_ROWS]
-        sql = _statement(dialect, table, columns, conflict, len(part))
-        conn.exec_driver_sql(sql, tuple(value for row in part for value in row))
+        return 0
+    sql = _statement(conn.dialect, table, columns, conflict, 1)
+    return int(conn.exec_driver_sql(sql, list(map(tuple, rows))).rowcount)
 
 
 def _statement(

@@ -45,7 +45,17 @@ def unique(items: Iterable[T]) -> list[T]:
 
 
 def ensure_connection(connection: sa.Connection, name: str, now: float) -> None:
-    """Create the connections row for ``name`` if there is none (two processes may race)."""
+    """Create the connections row for ``name`` if there is none (two processes may race).
+
+    Reads first: on PostgreSQL an ``INSERT … ON CONFLICT DO NOTHING`` on a row that another
+    open transaction has updated waits for that transaction to end, and the frame journal's
+    sessions and every stored message call this while transfers update their connection's
+    row (issue 6: frame ACKs waited seconds behind transfer commits). A plain SELECT never
+    waits; the insert runs only for a name not seen yet.
+    """
+    exists = sa.select(connections.c.name).where(connections.c.name == name)
+    if connection.execute(exists).first() is not None:
+        return
     values = {
         "name": name,
         "driver": "",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event
 
 from lisgw.errors import StoreError
 from lisgw.model import Instrument
-from lisgw.store import work
+from lisgw.store import archive, work
 from lisgw.store.records import Direction, FrameIn, FramesAppended, MessageState
 from lisgw.store.runner import Store
 
@@ -59,6 +60,61 @@ def test_connection_registered_and_instrument_noted(store: Store) -> None:
     assert noted.driver == "sysmex-xn"
     with pytest.raises(StoreError, match="no connection"):
         store.run_sync(work.get_connection, "nope")
+
+
+def test_an_unchanged_instrument_is_written_only_when_stale(store: Store) -> None:
+    """Every transfer notes its instrument: the row is rewritten only on a change or after
+    SEEN_REFRESH seconds, so a busy line does not update (and lock) it per transfer."""
+    xn = Instrument("XN-550", "12345", "00-21")
+    updates: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE CONNECTIONS"):
+            updates.append(statement)
+
+    first = store.run_sync(work.note_instrument, CONNECTION, xn, now=NOW)
+    assert first.instrument_serial == "12345"
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        again = store.run_sync(work.note_instrument, CONNECTION, xn, now=NOW + 30)
+        assert updates == [] and again.last_seen_at == NOW
+        stale = store.run_sync(
+            work.note_instrument, CONNECTION, xn, now=NOW + archive.SEEN_REFRESH + 1
+        )
+        assert len(updates) == 1 and stale.last_seen_at == NOW + archive.SEEN_REFRESH + 1
+        swapped = store.run_sync(
+            work.note_instrument,
+            CONNECTION,
+            Instrument("XN-550", "67890", "00-22"),
+            now=NOW + archive.SEEN_REFRESH + 2,
+        )
+        assert len(updates) == 2
+        assert (swapped.instrument_serial, swapped.instrument_software) == ("67890", "00-22")
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+
+
+def test_sessions_and_messages_do_not_wait_for_a_transaction_updating_the_line(
+    store: Store,
+) -> None:
+    """PostgreSQL: INSERT … ON CONFLICT DO NOTHING on a row another open transaction updated
+    waits for it; the frame journal's sessions and stored messages must not (issue 6)."""
+    engine = store.engine
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has one writer: a second write transaction cannot start at all")
+    store.run_sync(work.note_instrument, CONNECTION, Instrument("XN-550", "1", "a"), now=NOW)
+    with engine.connect() as transfer:
+        holding = transfer.begin()
+        work.note_instrument(transfer, CONNECTION, Instrument("XN-550", "2", "b"), now=NOW + 1)
+
+        def unit(conn: sa.Connection) -> int:
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+            session = work.open_session(conn, CONNECTION, protocol="astm", peer="p", now=NOW)
+            store_message(conn, results_message("S1", result("WBC", "7.1")))
+            return session.id
+
+        assert store.run_sync(unit) > 0
+        holding.commit()
 
 
 def test_session_lifecycle_creates_the_connection(store: Store) -> None:
