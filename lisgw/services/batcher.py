@@ -15,6 +15,13 @@ queued while a flush is in flight wait for it and go together in the next one, w
 starts as soon as it returns. Under load that is the group commit: with one store thread
 the units pile up exactly while the thread is busy.
 
+``max_inflight`` (default 1) lets that many flushes run at once, each on its own pool thread
+and transaction: for PostgreSQL, whose transactions run concurrently and whose per-statement
+round trips leave one thread mostly waiting (issue 6: at 50 analyzers × 1 session/s one flush
+at a time fell seconds behind). Units of one line never race each other there: a line's
+ingest queues its next transfer only after the previous one committed
+(lisgw.services.ingest). SQLite keeps 1 (one writer: a second flush would only wait).
+
 Guarantees are those of ``Store.run``, per unit: a Deferred fires only after the
 transaction holding its unit committed, and fails when its unit was not committed. If a
 batched transaction fails, nothing of it was committed; each of its units is then run
@@ -78,15 +85,23 @@ class UnitBatcher:
     """Group commit of units of work (module docstring)."""
 
     def __init__(
-        self, store: Store, clock: IReactorTime, *, max_batch: int = DEFAULT_MAX_BATCH
+        self,
+        store: Store,
+        clock: IReactorTime,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_inflight: int = 1,
     ) -> None:
         if max_batch < 1:
             raise LocalProtocolError("max_batch must be at least 1")
+        if max_inflight < 1:
+            raise LocalProtocolError("max_inflight must be at least 1")
         self.store = store
         self.clock = clock
         self.max_batch = max_batch
+        self.max_inflight = max_inflight
         self._queue: deque[_Unit] = deque()
-        self._inflight = False
+        self._inflight = 0
         self._stats = BatcherStats()
 
     @property
@@ -107,14 +122,14 @@ class UnitBatcher:
         return done
 
     def _schedule(self) -> None:
-        if not self._inflight and self._queue:
+        while self._inflight < self.max_inflight and self._queue:
             self._flush()
 
     def _flush(self) -> None:
         batch: list[_Unit] = []
         while self._queue and len(batch) < self.max_batch:
             batch.append(self._queue.popleft())
-        self._inflight = True
+        self._inflight += 1
         # maybeDeferred: a store that raises at once (its pool stopped) fails the batch too.
         running: Deferred[list[Any]] = maybeDeferred(self.store.run, _run_units, batch)
         running.addCallbacks(
@@ -130,14 +145,14 @@ class UnitBatcher:
             stats.failed_batches,
             max(stats.largest_batch, len(batch)),
         )
-        self._inflight = False
+        self._inflight -= 1
         for unit, outcome in zip(batch, outcomes, strict=True):
             unit.done.callback(outcome)
         self._schedule()
 
     def _batch_failed(self, failure: Failure, batch: list[_Unit]) -> Deferred[None] | None:
         if len(batch) == 1:
-            self._inflight = False
+            self._inflight -= 1
             batch[0].done.errback(failure)
             self._schedule()
             return None
@@ -165,7 +180,7 @@ class UnitBatcher:
                     self._count_alone()
                     unit.done.callback(outcome)
         finally:
-            self._inflight = False
+            self._inflight -= 1
             self._schedule()
 
     def _count_alone(self) -> None:

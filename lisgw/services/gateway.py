@@ -237,8 +237,10 @@ class Gateway:
         self.notifier = notifier if notifier is not None else SystemdNotifier({})
         self.worker = worker_name(config)
         self.journal = FrameJournal(store, reactor)
-        # The transfers of every connection share commits, as their frames do (issue 6).
-        self.units = UnitBatcher(store, reactor)
+        # The transfers of every connection share commits, as their frames do (issue 6);
+        # PostgreSQL runs two such transactions at once (lisgw.services.batcher).
+        concurrent = 2 if store.engine.dialect.name == "postgresql" else 1
+        self.units = UnitBatcher(store, reactor, max_inflight=concurrent)
         self.status = StatusReporter(store, clock=reactor, node=self.worker)
         self.ingests = {
             c.name: AnalyzerIngest(

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from lisgw.errors import StoreError
+from lisgw.errors import LocalProtocolError, StoreError
 from lisgw.services.batcher import UnitBatcher
 
 
@@ -29,8 +30,8 @@ class FakeStore:
         self.pending.append((lambda conn: fn(conn, *args, **kwargs), (), done))
         return done
 
-    def finish(self) -> None:
-        call, _, done = self.pending.pop(0)
+    def finish(self, index: int = 0) -> None:
+        call, _, done = self.pending.pop(index)
         self.transactions += 1
         try:
             result = call("conn")
@@ -82,3 +83,47 @@ def test_a_failed_batch_runs_each_unit_alone_and_only_the_bad_one_fails() -> Non
     assert outcomes == [10, 20, "unit -3 breaks a constraint", 40]
     assert batcher.stats.failed_batches == 1
     assert not store.pending
+
+
+def test_max_inflight_runs_that_many_flushes_at_once_in_any_commit_order() -> None:
+    """PostgreSQL's setting: two transactions in flight; each fires when it commits, and a
+    third flush starts as soon as either returns."""
+    store = FakeStore()
+    batcher = UnitBatcher(store, Clock(), max_inflight=2)  # type: ignore[arg-type]
+    log: list[int] = []
+    results: list[int] = []
+    for value in (1, 2, 3, 4):
+        batcher.run(unit, value, log).addCallback(results.append)
+    assert len(store.pending) == 2  # 1 alone, 2 alone; 3 and 4 wait
+    store.finish(1)  # the second commits first
+    assert results == [20]
+    assert len(store.pending) == 2  # 1 still in flight; 3 and 4 together
+    store.finish(0)
+    assert results == [20, 10]
+    assert len(store.pending) == 1
+    store.finish()
+    assert results == [20, 10, 30, 40]
+    assert store.transactions == 3 and batcher.stats.largest_batch == 2
+
+
+def test_a_failed_flush_frees_its_slot_while_another_is_in_flight() -> None:
+    store = FakeStore()
+    batcher = UnitBatcher(store, Clock(), max_inflight=2)  # type: ignore[arg-type]
+    log: list[int] = []
+    outcomes: list[object] = []
+    for value in (1, -2, 3):
+        batcher.run(unit, value, log).addCallbacks(
+            outcomes.append, lambda f: outcomes.append(f.getErrorMessage())
+        )
+    store.finish(1)  # -2 alone fails: its slot is free again, 3 starts
+    assert outcomes == ["unit -2 breaks a constraint"]
+    assert len(store.pending) == 2
+    store.finish(1)
+    store.finish(0)
+    assert outcomes == ["unit -2 breaks a constraint", 30, 10]
+    assert len(store.pending) == 0
+
+
+def test_max_inflight_must_be_positive() -> None:
+    with pytest.raises(LocalProtocolError, match="max_inflight"):
+        UnitBatcher(FakeStore(), Clock(), max_inflight=0)  # type: ignore[arg-type]
