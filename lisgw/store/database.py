@@ -20,8 +20,12 @@ it upgrades from reading to writing. SQLite has one writer at a time anyway.
 
 PostgreSQL (``postgresql+psycopg://…``, psycopg 3) runs at READ COMMITTED, SQLAlchemy's and
 the server's default; ``claim_outbox`` relies on ``FOR UPDATE SKIP LOCKED`` for its
-concurrency, not on the isolation level. ``pool_pre_ping`` lets the pool survive a server
-restart.
+concurrency, not on the isolation level. A pooled connection idle for ``PING_IDLE`` seconds or
+more is pinged when it is checked out (a dead one is replaced, so the pool survives a server
+restart); one in steady use is not, since a ping on every checkout is one more round trip per
+unit of work — per frame flush, on a busy gateway (issue 6). A server lost in the middle of
+steady use fails the unit that finds out (``StoreError``; its caller NAKs or retries) and
+SQLAlchemy discards every pooled connection of that server.
 
 A bad URL, a missing driver, an unreachable server or an unopenable file raise ``StoreError``
 naming the URL (password hidden).
@@ -30,6 +34,7 @@ naming the URL (password hidden).
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -52,6 +57,9 @@ DEFAULT_FILE_NAME: Final = "lisgw.sqlite"
 # Execution option of the engine Store.read uses: on SQLite, BEGIN instead of BEGIN IMMEDIATE.
 READ_ONLY_OPTION: Final = "lisgw_read_only"
 BUSY_TIMEOUT_MS: Final = 30_000
+# PostgreSQL: a pooled connection idle this long (s) is pinged before use.
+PING_IDLE: Final = 1.0
+_LAST_USED: Final = "lisgw_last_used"
 _SQLITE_PRAGMAS: Final = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
@@ -82,7 +90,8 @@ def make_engine(url: str | URL, *, check: bool = True, **engine_args: Any) -> En
         if backend == "sqlite":
             engine = _sqlite_engine(parsed, engine_args)
         else:
-            engine = sa.create_engine(parsed, pool_pre_ping=True, **engine_args)
+            engine = sa.create_engine(parsed, **engine_args)
+            _ping_when_idle(engine)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as error:
         raise StoreError(f"cannot use database {describe(parsed)}: {error}") from error
     if check:
@@ -93,6 +102,27 @@ def make_engine(url: str | URL, *, check: bool = True, **engine_args: Any) -> En
             engine.dispose()
             raise store_error(engine, error) from error
     return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """``pool_pre_ping``, but only for a connection idle ``PING_IDLE`` seconds or more
+    (SQLAlchemy's custom pessimistic ping: raising DisconnectionError at checkout makes the
+    pool discard the connection and try another, up to three times)."""
+
+    @event.listens_for(engine.pool, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_LAST_USED, 0.0) < PING_IDLE:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # the driver's own error for a dead connection
+            raise sa.exc.DisconnectionError(str(error)) from error
+        if not alive:
+            raise sa.exc.DisconnectionError("ping failed")
+
+    @event.listens_for(engine.pool, "checkin")
+    def _checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info[_LAST_USED] = time.monotonic()
 
 
 def describe(url: str | URL | Engine) -> str:
