@@ -53,7 +53,13 @@ from lisgw.his.results import (
 from lisgw.his.types import HisOrder, RoutedResult
 from lisgw.hl7.message import Hl7Message
 from lisgw.model import Kind, NormalizedMessage, Protocol
-from lisgw.routing import RoutingConfig, message_identities, normalize_sample_id, route
+from lisgw.routing import (
+    RoutingConfig,
+    RoutingOutcome,
+    message_identities,
+    normalize_sample_id,
+    route,
+)
 from lisgw.store import work
 from lisgw.store.ingest_work import dead_on_arrival
 from lisgw.store.order_lookups import orders_for_routing
@@ -278,6 +284,12 @@ def _store_message(
 ) -> TransferStored:
     message = decoded.message
     state, reason = _state_of(decoded)
+    routed: _Routed | None = None
+    if state is MessageState.RECEIVED:
+        # Routed before the message is kept, so it is inserted in its final state (one
+        # statement fewer per transfer than inserting it RECEIVED and marking it ROUTED).
+        routed = _routing(conn, message, context, now)
+        state, reason = MessageState.ROUTED, routed.outcome.ignored
     record = work.save_message(
         conn,
         decoded.raw,
@@ -297,22 +309,26 @@ def _store_message(
     kept = TransferStored(message_ids=(record.id,))
     if state is MessageState.INCOMPLETE:
         return kept + TransferStored(incomplete=1)
-    if state is MessageState.RECEIVED:
-        return kept + _route(conn, record.id, message, context, now, legacy)
+    if routed is not None:
+        return kept + _save_routed(conn, record.id, routed, now, legacy)
     if message.kind is Kind.QUERY and message.query is not None:
         work.save_query(conn, record.id, message.query, now=now)
         return kept + TransferStored(queries=1)
     return kept
 
 
-def _route(
-    conn: sa.Connection,
-    message_id: int,
-    message: NormalizedMessage,
-    context: IngestContext,
-    now: float,
-    legacy: bool = False,
-) -> TransferStored:
+@dataclass(frozen=True, slots=True)
+class _Routed:
+    """A results message routed against the open orders, its ORU^R01 payloads built."""
+
+    outcome: RoutingOutcome
+    payloads: list[OutboxPayload]
+    unbuilt: dict[str, str]
+
+
+def _routing(
+    conn: sa.Connection, message: NormalizedMessage, context: IngestContext, now: float
+) -> _Routed:
     connection = context.connection
     sample_ids = [normalize_sample_id(s.sample_id) for s in message.specimens]
     identities = message_identities(message, connection)
@@ -327,10 +343,18 @@ def _route(
         identities=identities,
     )
     payloads, unbuilt = _payloads(orders.his, outcome.to_deliver, context, now)
-    saved = work.save_routed_results(conn, message_id, outcome, payloads, now, legacy=legacy)
+    return _Routed(outcome, payloads, unbuilt)
+
+
+def _save_routed(
+    conn: sa.Connection, message_id: int, routed: _Routed, now: float, legacy: bool = False
+) -> TransferStored:
+    saved = work.save_routed_results(
+        conn, message_id, routed.outcome, routed.payloads, now, legacy=legacy, mark_routed=False
+    )
     dead = 0
     for row in saved.outbox:
-        why = unbuilt.get(row.identity)
+        why = routed.unbuilt.get(row.identity)
         if why is not None:
             dead += dead_on_arrival(conn, [row.id], reason=why, now=now)
     return TransferStored(

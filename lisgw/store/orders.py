@@ -286,16 +286,31 @@ def _derived_state(states: Sequence[str]) -> OrderState:
 
 
 def refresh_order_states(conn: sa.Connection, placers: Sequence[str], now: float) -> None:
-    """Re-derive the state of these orders (after results completed some of their tests)."""
+    """Re-derive the state of these orders (after results completed some of their tests).
+
+    One SELECT reads the orders with their tests' states, and an order whose state changes
+    gets one UPDATE (state and ``updated_at``): this runs for every transfer that matched
+    orders (issue 6)."""
     for part in chunks(unique(placers)):
-        rows = conn.execute(
-            sa.select(orders.c.id, orders.c.state).where(
-                orders.c.placer.in_(part), orders.c.state != str(OrderState.CANCELLED)
-            )
-        ).all()
-        for row in rows:
-            if _refresh_state(conn, row.id, row.state):
-                conn.execute(sa.update(orders).where(orders.c.id == row.id).values(updated_at=now))
+        query = (
+            sa.select(orders.c.id, orders.c.state, order_tests.c.state.label("test_state"))
+            .join(order_tests, order_tests.c.order_id == orders.c.id, isouter=True)
+            .where(orders.c.placer.in_(part), orders.c.state != str(OrderState.CANCELLED))
+            .order_by(orders.c.id)
+        )
+        found: dict[int, tuple[str, list[str]]] = {}
+        for row in conn.execute(query):
+            _, tests = found.setdefault(row.id, (row.state, []))
+            if row.test_state is not None:
+                tests.append(row.test_state)
+        for order_id, (state, tests) in found.items():
+            new = _derived_state(tests)
+            if new != state:
+                conn.execute(
+                    sa.update(orders)
+                    .where(orders.c.id == order_id)
+                    .values(state=str(new), updated_at=now)
+                )
 
 
 def _test_rows(conn: sa.Connection, order_id: int) -> Sequence[sa.Row[Any]]:
