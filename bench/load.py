@@ -268,6 +268,7 @@ async def start_profiler(
         "--output",
         path,
         "--nonblocking",
+        *(["--idle"] if os.environ.get("LISGW_BENCH_PROFILE_IDLE") else []),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
