@@ -192,8 +192,12 @@ def save_message(
     state: MessageState = MessageState.RECEIVED,
     reason: str = "",
 ) -> MessageRecord:
-    """Keep one message, raw bytes exact, with its normalized form when there is one."""
-    if connection is not None:
+    """Keep one message, raw bytes exact, with its normalized form when there is one.
+
+    The connection's row is created when missing, unless the message belongs to a session:
+    a session's row already refers to its connection's (a foreign key), so the check would
+    only cost a statement per message."""
+    if connection is not None and session_id is None:
         ensure_connection(conn, connection, now)
     document = normalized.to_json() if isinstance(normalized, NormalizedMessage) else normalized
     values = {

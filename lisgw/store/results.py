@@ -94,7 +94,7 @@ def save_routed_results(
     SQLAlchemy instead (kept for bench/store_units.py's before/after comparison).
     """
     new_outbox = _insert_outbox(conn, outbox_payloads, now)
-    carrier = _carriers(conn, outbox_payloads)
+    carrier = _carriers(conn, outbox_payloads, {row.identity: row.id for row in new_outbox})
     if legacy:
         stored, duplicates = _insert_results(conn, message_id, outcome, carrier, now)
         reviews = _insert_reviews(conn, stored, outcome, now)
@@ -187,10 +187,14 @@ def _insert_outbox(
     return sorted((outbox_row(row) for row in conn.execute(statement, rows)), key=lambda r: r.id)
 
 
-def _carriers(conn: sa.Connection, payloads: Sequence[OutboxPayload]) -> dict[str, int]:
-    """Result identity → id of the outbox row that carries it (new or already stored)."""
-    ids: dict[str, int] = {}
-    for part in chunks(unique(p.identity for p in payloads)):
+def _carriers(
+    conn: sa.Connection, payloads: Sequence[OutboxPayload], inserted: dict[str, int]
+) -> dict[str, int]:
+    """Result identity → id of the outbox row that carries it: ``inserted`` (payload
+    identity → id, the rows just inserted), or read for a payload already stored."""
+    ids = dict(inserted)
+    stored = [identity for identity in unique(p.identity for p in payloads) if identity not in ids]
+    for part in chunks(stored):
         query = sa.select(outbox.c.identity, outbox.c.id).where(outbox.c.identity.in_(part))
         ids.update({row.identity: row.id for row in conn.execute(query)})
     carrier: dict[str, int] = {}
