@@ -220,8 +220,9 @@ async def run_scenario(name: str, store: str, args: argparse.Namespace) -> None:
         elapsed = time.perf_counter() - started
         after = gateway.usage()
         cpu = after.cpu_seconds - before.cpu_seconds
+        kernel = after.sys_seconds - before.sys_seconds
         print(
-            f"  gateway: CPU {cpu:.1f} s user+sys over {elapsed:.1f} s "
+            f"  gateway: CPU {cpu:.1f} s user+sys ({kernel:.1f} s sys) over {elapsed:.1f} s "
             f"({100 * cpu / elapsed:.0f} % of one core), peak RSS {after.peak_rss_mb:.0f} MB"
             + (
                 f", {1000 * cpu / his.messages:.1f} ms CPU per ORU delivered"

@@ -305,6 +305,7 @@ class _Notify(asyncio.DatagramProtocol):
 class ProcessUsage:
     cpu_seconds: float  # user + sys
     peak_rss_mb: float
+    sys_seconds: float = 0.0  # of cpu_seconds, in the kernel (syscalls, thread wake-ups)
 
 
 class GatewayProcess:
@@ -351,12 +352,13 @@ class GatewayProcess:
             fields = f.read().rsplit(")", 1)[1].split()
         ticks = os.sysconf("SC_CLK_TCK")
         cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        kernel = int(fields[12]) / ticks
         peak = 0.0
         with open(f"/proc/{self.pid}/status", encoding="ascii") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
                     peak = int(line.split()[1]) / 1024
-        return ProcessUsage(cpu, peak)
+        return ProcessUsage(cpu, peak, kernel)
 
     def log_errors(self) -> list[str]:
         """Lines of the gateway's log at error/critical level (or with a traceback)."""
