@@ -215,9 +215,11 @@ async def run_scenario(name: str, store: str, args: argparse.Namespace) -> None:
         run = Run(args, backend, his, gateway, port, tag, template)
         profiler = await start_profiler(args.profile, gateway.pid, args.warmup + args.seconds)
         before = gateway.usage()
+        own_before = time.process_time()
         started = time.perf_counter()
         await SCENARIO_FUNCTIONS[name](run, analyzers)
         elapsed = time.perf_counter() - started
+        own = time.process_time() - own_before
         after = gateway.usage()
         cpu = after.cpu_seconds - before.cpu_seconds
         kernel = after.sys_seconds - before.sys_seconds
@@ -229,6 +231,11 @@ async def run_scenario(name: str, store: str, args: argparse.Namespace) -> None:
                 if his.messages
                 else ""
             )
+        )
+        print(
+            f"  load generator (this process: simulated analyzers and HIS): CPU {own:.1f} s "
+            f"({100 * own / elapsed:.0f} % of one core)"
+            + (f", {1000 * own / his.messages:.1f} ms per ORU" if his.messages else "")
         )
         if profiler is not None:
             await profiler.wait()

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from lisgw.errors import StoreError
 from lisgw.store.schema import clean_text
 
-__all__ = ["clean_texts", "insert_many", "json_text"]
+__all__ = ["clean_texts", "insert_many", "json_text", "marks"]
 
 _SEPARATOR = "\x1f"
 _statements: dict[tuple[str, str, tuple[str, ...], tuple[str, ...], int], str] = {}
@@ -87,6 +87,19 @@ def _statement(
     return sql
 
 
+def marks(dialect: sa.Dialect, count: int) -> str:
+    """``count`` positional placeholders for a plain statement, comma-separated."""
+    return ", ".join([_marker(dialect)] * count)
+
+
+def _marker(dialect: sa.Dialect) -> str:
+    if dialect.paramstyle == "qmark":
+        return "?"
+    if dialect.paramstyle in ("format", "pyformat"):
+        return "%s"
+    raise StoreError(f"unsupported paramstyle {dialect.paramstyle!r} ({dialect.name})")
+
+
 def _insert_sql(
     dialect: sa.Dialect,
     table: sa.Table,
@@ -94,12 +107,7 @@ def _insert_sql(
     conflict: Sequence[str],
     count: int,
 ) -> str:
-    if dialect.paramstyle == "qmark":
-        marker = "?"
-    elif dialect.paramstyle in ("format", "pyformat"):
-        marker = "%s"
-    else:
-        raise StoreError(f"unsupported paramstyle {dialect.paramstyle!r} ({dialect.name})")
+    marker = _marker(dialect)
     quote = dialect.identifier_preparer.quote
     placeholders = []
     for name in columns:

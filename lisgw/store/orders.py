@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from lisgw.errors import StoreError
 from lisgw.his.types import HisOrder, OrderedTest
+from lisgw.store._bulk import marks
 from lisgw.store._sql import chunks, ensure_connection, insert_ignore, unique, write_audit
 from lisgw.store.records import (
     MessageState,
@@ -289,28 +290,31 @@ def refresh_order_states(conn: sa.Connection, placers: Sequence[str], now: float
     """Re-derive the state of these orders (after results completed some of their tests).
 
     One SELECT reads the orders with their tests' states, and an order whose state changes
-    gets one UPDATE (state and ``updated_at``): this runs for every transfer that matched
-    orders (issue 6)."""
+    gets one UPDATE (state and ``updated_at``). Plain SQL: this runs for every transfer that
+    matched orders (issue 6), and SQLAlchemy compiles an expanding IN on every call."""
+    dialect = conn.dialect
     for part in chunks(unique(placers)):
-        query = (
-            sa.select(orders.c.id, orders.c.state, order_tests.c.state.label("test_state"))
-            .join(order_tests, order_tests.c.order_id == orders.c.id, isouter=True)
-            .where(orders.c.placer.in_(part), orders.c.state != str(OrderState.CANCELLED))
-            .order_by(orders.c.id)
+        sql = (
+            "SELECT orders.id, orders.state, order_tests.state FROM orders "
+            "LEFT OUTER JOIN order_tests ON order_tests.order_id = orders.id "
+            f"WHERE orders.placer IN ({marks(dialect, len(part))}) "
+            f"AND orders.state != {marks(dialect, 1)} ORDER BY orders.id"
         )
         found: dict[int, tuple[str, list[str]]] = {}
-        for row in conn.execute(query):
-            _, tests = found.setdefault(row.id, (row.state, []))
-            if row.test_state is not None:
-                tests.append(row.test_state)
+        for order_id, state, test_state in conn.exec_driver_sql(
+            sql, (*part, str(OrderState.CANCELLED))
+        ):
+            _, tests = found.setdefault(order_id, (state, []))
+            if test_state is not None:
+                tests.append(test_state)
+        update = (
+            f"UPDATE orders SET state = {marks(dialect, 1)}, updated_at = {marks(dialect, 1)} "
+            f"WHERE id = {marks(dialect, 1)}"
+        )
         for order_id, (state, tests) in found.items():
             new = _derived_state(tests)
             if new != state:
-                conn.execute(
-                    sa.update(orders)
-                    .where(orders.c.id == order_id)
-                    .values(state=str(new), updated_at=now)
-                )
+                conn.exec_driver_sql(update, (str(new), now, order_id))
 
 
 def _test_rows(conn: sa.Connection, order_id: int) -> Sequence[sa.Row[Any]]:

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from lisgw.errors import StoreError
 from lisgw.routing import RoutingOutcome
+from lisgw.store._bulk import marks
 from lisgw.store._sql import chunks, insert_ignore, unique, write_audit
 from lisgw.store.bulk_results import insert_results, insert_reviews
 from lisgw.store.orders import refresh_order_states
@@ -37,7 +38,7 @@ from lisgw.store.records import (
     RoutedSaved,
     TestState,
 )
-from lisgw.store.schema import messages, order_tests, orders, outbox, results, review
+from lisgw.store.schema import messages, outbox, results, review
 
 __all__ = [
     "known_identities",
@@ -50,7 +51,8 @@ __all__ = [
 def known_identities(conn: sa.Connection, identities: Sequence[str]) -> set[str]:
     """The identities among these that are already stored as results.
 
-    PostgreSQL: one ``= ANY(array)`` query sent unprepared, so it is planned with its values
+    SQLite: plain SQL through the driver (SQLAlchemy's expanding IN is compiled on every
+    call). PostgreSQL: one ``= ANY(array)`` query sent unprepared, so it is planned with its values
     every time. psycopg prepares a statement on its fifth run, and PostgreSQL may then keep a
     generic plan chosen while ``results`` was nearly empty: a sequential scan, which on a
     table growing faster than autovacuum re-analyzes it cost 2–3 ms per transfer after a few
@@ -67,9 +69,9 @@ def known_identities(conn: sa.Connection, identities: Sequence[str]) -> set[str]
         finally:
             cursor.close()
     known: set[str] = set()
-    for part in chunks(unique(identities)):
-        rows = conn.execute(sa.select(results.c.identity).where(results.c.identity.in_(part)))
-        known.update(rows.scalars())
+    for part in chunks(unique(identities)):  # SQLite: plain SQL, no expanding-IN compile
+        sql = f"SELECT identity FROM results WHERE identity IN ({', '.join('?' * len(part))})"
+        known.update(row[0] for row in conn.exec_driver_sql(sql, tuple(part)))
     return known
 
 
@@ -307,16 +309,14 @@ def _complete_tests(
     groups = list(by_order.items())  # one statement per order, not one per result
     if legacy:  # the former shape, one per result: bench/store_units.py's comparison only
         groups = [(r.order_placer, [r.his_code]) for r in matched]
-    for placer, his_codes in groups:
-        order_id = sa.select(orders.c.id).where(orders.c.placer == placer)
-        conn.execute(
-            sa.update(order_tests)
-            .where(
-                order_tests.c.order_id == order_id.scalar_subquery(),
-                order_tests.c.his_code.in_(unique(his_codes)),
-                order_tests.c.state == str(TestState.OPEN),
-            )
-            .values(state=str(TestState.RESULTED))
+    dialect = conn.dialect
+    for placer, his_codes in groups:  # plain SQL: once per matched order, every transfer
+        codes = unique(his_codes)
+        conn.exec_driver_sql(
+            f"UPDATE order_tests SET state = {marks(dialect, 1)} "
+            f"WHERE order_id = (SELECT id FROM orders WHERE placer = {marks(dialect, 1)}) "
+            f"AND his_code IN ({marks(dialect, len(codes))}) AND state = {marks(dialect, 1)}",
+            (str(TestState.RESULTED), placer, *codes, str(TestState.OPEN)),
         )
     refresh_order_states(conn, [r.order_placer for r in matched], now)
 
