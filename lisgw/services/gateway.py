@@ -533,7 +533,18 @@ class Gateway:
                 await self._step(f"stop {service.name}", maybeDeferred(service.stopService))
         self.store.close()
         self.notifier.close()
-        _log.info("gateway stopped")
+        frames, units = self.journal.stats, self.units.stats
+        _log.info(
+            "gateway stopped; store transactions since start: {flushes} frame flushes for "
+            "{frames} frames (largest {largest}), {unit_flushes} transfer transactions for "
+            "{units} transfers (largest {largest_units})",
+            flushes=frames.flushes,
+            frames=frames.frames,
+            largest=frames.largest_batch,
+            unit_flushes=units.flushes,
+            units=units.units,
+            largest_units=units.largest_batch,
+        )
 
     async def _step(self, what: str, *waiting: Deferred[Any]) -> None:
         """Wait for every Deferred; a failure is logged and the stop carries on."""

@@ -310,6 +310,7 @@ def test_a_port_in_use_exits_1() -> None:
         assert done.returncode == 1, done.stdout + done.stderr
         assert "gateway not started" in done.stdout
         assert "gateway stopped" in done.stdout  # what had started was stopped in order
+        assert "0 frame flushes for 0 frames" in done.stdout  # the stop line's counters
     finally:
         taken.close()
         workdir.remove()
