@@ -31,9 +31,10 @@ import sqlalchemy as sa
 from lisgw.errors import StoreError
 from lisgw.store.schema import clean_text
 
-__all__ = ["clean_texts", "insert_many", "json_text", "marks"]
+__all__ = ["clean_texts", "insert_many", "insert_statement", "json_text", "marks"]
 
 _SEPARATOR = "\x1f"
+_MAX_PARAMETERS = 30_000  # below SQLite's 32766 and PostgreSQL's 65535 bound parameters
 _statements: dict[tuple[str, str, tuple[str, ...], tuple[str, ...], int], str] = {}
 
 
@@ -85,6 +86,24 @@ def _statement(
     if sql is None:
         sql = _statements[key] = _insert_sql(dialect, table, columns, conflict, count)
     return sql
+
+
+def insert_statement(
+    conn: sa.Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    conflict: Sequence[str] = (),
+) -> int:
+    """INSERT the rows as ONE multi-row ``VALUES`` statement (atomic on its own, for a unit
+    run in autocommit mode: ``Store.run_statement``); how many were inserted."""
+    if not rows:
+        return 0
+    if len(rows) * len(columns) > _MAX_PARAMETERS:
+        raise StoreError(f"{len(rows)} rows are too many for one statement on {table.name}")
+    sql = _statement(conn.dialect, table, columns, conflict, len(rows))
+    return int(conn.exec_driver_sql(sql, tuple(v for row in rows for v in row)).rowcount)
 
 
 def marks(dialect: sa.Dialect, count: int) -> str:

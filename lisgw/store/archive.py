@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from lisgw.errors import StoreError
 from lisgw.model import Instrument, NormalizedMessage
-from lisgw.store._bulk import insert_many
+from lisgw.store._bulk import insert_many, insert_statement
 from lisgw.store._sql import ensure_connection, write_audit
 from lisgw.store.records import (
     AuditRecord,
@@ -129,17 +129,21 @@ def open_session(
     return SessionRecord(**row._asdict(), frames=0)
 
 
-def append_frames(conn: sa.Connection, batch: Sequence[FrameIn]) -> FramesAppended:
+def append_frames(
+    conn: sa.Connection, batch: Sequence[FrameIn], *, one_statement: bool = False
+) -> FramesAppended:
     """Archive many accepted frames in this one transaction: the group commit.
 
     Frames already stored (same session and seq) are skipped, never an error.
+    ``one_statement``: as one multi-row INSERT, atomic by itself (for Store.run_statement).
     """
     if not batch:
         return FramesAppended(0, 0)
     # The journal's hot path (every frame, before its ACK): a plain executemany of tuples
     # (lisgw.store._bulk), the count of inserted rows from the driver, no RETURNING.
     rows = [(f.session_id, f.seq, str(f.direction), f.data, f.at) for f in batch]
-    inserted = insert_many(conn, frames, _FRAME_COLUMNS, rows, conflict=("session_id", "seq"))
+    insert = insert_statement if one_statement else insert_many
+    inserted = insert(conn, frames, _FRAME_COLUMNS, rows, conflict=("session_id", "seq"))
     return FramesAppended(inserted=inserted, duplicates=len(rows) - inserted)
 
 

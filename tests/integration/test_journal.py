@@ -154,6 +154,61 @@ class JournalTest(unittest.TestCase):
         await retried
         assert self.sessions() == {"peer-a": [frame(1), frame(2)]}
 
+    async def test_a_flush_of_open_sessions_frames_is_one_statement(self) -> None:
+        """Frames of sessions already open go in ONE statement: on PostgreSQL in autocommit,
+        no BEGIN/COMMIT round trips (issue 6); on SQLite in the usual transaction."""
+        journal = self.journal()
+        first = [journal.commit(k, "e411", f"peer-{k}", frame(1), "in", NOW) for k in "ab"]
+        await self.flush(journal)
+        await gatherResults(first)
+        statements: list[str] = []
+        commits: list[bool] = []
+
+        autocommit: list[bool] = []
+
+        def count(conn: sa.Connection, cursor: object, statement: str, *args: object) -> None:
+            statements.append(" ".join(statement.split())[:20])
+            autocommit.append(bool(getattr(conn.connection.dbapi_connection, "autocommit", 0)))
+
+        sa.event.listen(self.store.engine, "before_cursor_execute", count)
+        sa.event.listen(self.store.engine, "commit", lambda conn: commits.append(True))
+        try:
+            later = [journal.commit(k, "e411", f"peer-{k}", frame(2), "in", NOW) for k in "ab"]
+            await self.flush(journal)
+            await gatherResults(later)
+        finally:
+            sa.event.remove(self.store.engine, "before_cursor_execute", count)
+        begin = [] if self.backend == "postgresql" else ["BEGIN IMMEDIATE"]
+        assert statements == [*begin, "INSERT INTO frames ("]
+        assert commits == ([] if self.backend == "postgresql" else [True])
+        if self.backend == "postgresql":  # psycopg sends no BEGIN in autocommit mode
+            assert autocommit == [True]
+        assert journal.stats.flushes == 2 and journal.stats.frames == 4
+        assert self.sessions() == {"peer-a": [frame(1), frame(2)], "peer-b": [frame(1), frame(2)]}
+
+    async def test_a_failed_one_statement_flush_keeps_nothing(self) -> None:
+        journal = self.journal()
+        ok = [journal.commit(k, "e411", f"peer-{k}", frame(1), "in", NOW) for k in "ab"]
+        await self.flush(journal)
+        await gatherResults(ok)
+        with self.store.engine.begin() as conn:  # a frame "y" is refused by the database
+            if self.backend == "postgresql":
+                conn.exec_driver_sql("ALTER TABLE frames ADD CONSTRAINT no_y CHECK (data <> 'y')")
+            else:
+                conn.exec_driver_sql(
+                    "CREATE TRIGGER no_y BEFORE INSERT ON frames WHEN NEW.data = X'79' "
+                    "BEGIN SELECT RAISE(ABORT, 'no y'); END"
+                )
+        failing = [
+            journal.commit("a", "e411", "peer-a", b"y", "in", NOW),
+            journal.commit("b", "e411", "peer-b", frame(2), "in", NOW),
+        ]
+        await self.flush(journal)
+        for failed in failing:
+            with pytest.raises(StoreError):
+                await failed
+        assert self.sessions() == {"peer-a": [frame(1)], "peer-b": [frame(1)]}  # none kept
+
     async def test_the_queue_is_bounded(self) -> None:
         journal = self.journal(max_queue=2)
         queued = [journal.commit("a", "e411", "p", frame(n), "in", NOW) for n in (1, 2)]

@@ -245,3 +245,15 @@ def test_audit_rows(store: Store) -> None:
         NOW,
     )
     assert [a.entity_id for a in store.run_sync(work.audit_trail)] == [CONNECTION, "1"]
+
+
+def test_frames_in_one_statement_are_bounded(store: Store) -> None:
+    """``one_statement`` (the journal's autocommit flush) refuses a batch too large for one
+    statement instead of splitting it, which would no longer be atomic."""
+    session = _open(store)
+    fine = store.run_sync(work.append_frames, _frames(session, 3), one_statement=True)
+    assert fine == FramesAppended(inserted=3, duplicates=0)
+    again = store.run_sync(work.append_frames, _frames(session, 4), one_statement=True)
+    assert again == FramesAppended(inserted=1, duplicates=3)
+    with pytest.raises(StoreError, match="too many for one statement"):
+        store.run_sync(work.append_frames, _frames(session, 6001, start=10), one_statement=True)
