@@ -57,6 +57,8 @@ DEFAULT_FILE_NAME: Final = "lisgw.sqlite"
 # Execution option of the engine Store.read uses: on SQLite, BEGIN instead of BEGIN IMMEDIATE.
 READ_ONLY_OPTION: Final = "lisgw_read_only"
 BUSY_TIMEOUT_MS: Final = 30_000
+# PostgreSQL: connections the pool keeps (the store's six threads, a CLI command, spare).
+PG_POOL_SIZE: Final = 8
 # PostgreSQL: a pooled connection idle this long (s) is pinged before use.
 PING_IDLE: Final = 1.0
 _LAST_USED: Final = "lisgw_last_used"
@@ -90,6 +92,9 @@ def make_engine(url: str | URL, *, check: bool = True, **engine_args: Any) -> En
         if backend == "sqlite":
             engine = _sqlite_engine(parsed, engine_args)
         else:
+            # Room for the store's threads (lisgw.store.runner) without overflow connections,
+            # which the pool closes when they are returned (a new connection per unit).
+            engine_args.setdefault("pool_size", PG_POOL_SIZE)
             engine = sa.create_engine(parsed, **engine_args)
             _ping_when_idle(engine)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as error:

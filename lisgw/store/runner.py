@@ -15,7 +15,9 @@ sends no positive ACK.
 
 Threads: SQLite has one writer at a time, and a second thread would only wait on the write
 lock (SQLite's busy handler sleeps, which costs latency), so a SQLite store runs its units on
-one thread by default; PostgreSQL gets four. ``Store.read`` runs read-only units (the
+one thread by default; PostgreSQL gets ``POSTGRESQL_THREADS`` (six: the frame journal's flush,
+two transfer transactions (lisgw.services.batcher), and three for the outbox, host-query
+lookups, downloads and status). ``Store.read`` runs read-only units (the
 host-query lookup) on two threads of their own on SQLite, so a reply never waits for the
 writers' queue (issue 6). The pool is created and started on the first
 ``run`` unless one is given; ``close`` stops a pool the store created and disposes of the
@@ -25,7 +27,7 @@ engine. The reactor is injected (the global one is used only when none is given)
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Concatenate, ParamSpec, TypeVar, cast
+from typing import Concatenate, Final, ParamSpec, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -39,6 +41,7 @@ from lisgw.store.database import READ_ONLY_OPTION, store_error
 __all__ = ["Store"]
 
 P = ParamSpec("P")
+POSTGRESQL_THREADS: Final = 6
 T = TypeVar("T")
 
 
@@ -57,7 +60,7 @@ class Store:
         self._reactor = reactor
         self._threadpool = threadpool
         self._owns_pool = threadpool is None
-        default_threads = 1 if engine.dialect.name == "sqlite" else 4
+        default_threads = 1 if engine.dialect.name == "sqlite" else POSTGRESQL_THREADS
         self._max_threads = max_threads if max_threads is not None else default_threads
         self._reader: Engine = engine.execution_options(**{READ_ONLY_OPTION: True})
         self._autocommit: Engine = engine.execution_options(isolation_level="AUTOCOMMIT")
