@@ -238,8 +238,8 @@ class Gateway:
         self.worker = worker_name(config)
         self.journal = FrameJournal(store, reactor)
         # The transfers of every connection share commits, as their frames do (issue 6);
-        # PostgreSQL runs two such transactions at once (lisgw.services.batcher).
-        concurrent = 2 if store.engine.dialect.name == "postgresql" else 1
+        # PostgreSQL runs three such transactions at once (lisgw.services.batcher).
+        concurrent = 3 if store.engine.dialect.name == "postgresql" else 1
         self.units = UnitBatcher(store, reactor, max_inflight=concurrent)
         self.status = StatusReporter(store, clock=reactor, node=self.worker)
         self.ingests = {

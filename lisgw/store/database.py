@@ -57,7 +57,7 @@ DEFAULT_FILE_NAME: Final = "lisgw.sqlite"
 # Execution option of the engine Store.read uses: on SQLite, BEGIN instead of BEGIN IMMEDIATE.
 READ_ONLY_OPTION: Final = "lisgw_read_only"
 BUSY_TIMEOUT_MS: Final = 30_000
-# PostgreSQL: connections the pool keeps (the store's six threads, a CLI command, spare).
+# PostgreSQL: connections the pool keeps (the store's seven threads and one spare).
 PG_POOL_SIZE: Final = 8
 # PostgreSQL: a pooled connection idle this long (s) is pinged before use.
 PING_IDLE: Final = 1.0
