@@ -98,6 +98,7 @@ class _Opening:
     peer: str
     protocol: str
     at: float
+    ensure: bool = True  # False: a session of this connection was committed before
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,12 @@ def _write_batch(conn: sa.Connection, plan: _Plan) -> _Written:
     ids = dict(plan.known)
     for opening in plan.openings:
         session = work.open_session(
-            conn, opening.connection, protocol=opening.protocol, peer=opening.peer, now=opening.at
+            conn,
+            opening.connection,
+            protocol=opening.protocol,
+            peer=opening.peer,
+            now=opening.at,
+            ensure=opening.ensure,
         )
         ids[opening.key] = session.id
     work.append_frames(
@@ -176,6 +182,7 @@ class FrameJournal:
         self._queued_frames = 0
         self._pending: dict[str, int] = {}  # items queued or in flight, per key
         self._sessions: dict[str, int] = {}
+        self._connections: set[str] = set()  # connections with a session committed
         self._seq: dict[str, int] = {}
         self._scheduled: IDelayedCall | None = None
         self._inflight = False
@@ -336,7 +343,14 @@ class FrameJournal:
                 closings.append((key, item.reason, item.at))
                 continue
             if key not in self._sessions and key not in openings:
-                openings[key] = _Opening(key, item.connection, item.peer, item.protocol, item.at)
+                openings[key] = _Opening(
+                    key,
+                    item.connection,
+                    item.peer,
+                    item.protocol,
+                    item.at,
+                    ensure=item.connection not in self._connections,
+                )
             if key not in seq_before:
                 seq_before[key] = self._seq.get(key)
             seq = self._seq.get(key, 0) + 1
@@ -348,6 +362,9 @@ class FrameJournal:
         self._inflight = False
         self._firing = True  # frames committed by the callbacks go in the next flush
         self._sessions.update(written.opened)
+        # Their connections' rows exist now (a session refers to its connection's row, and
+        # rows of connections are never deleted): later sessions need not check them.
+        self._connections.update(opening.connection for opening in plan.openings)
         for key, _reason, _at in plan.closings:
             self.forget(key)
         count = len(plan.frames)

@@ -113,10 +113,20 @@ def get_connection(conn: sa.Connection, name: str) -> ConnectionRecord:
 
 
 def open_session(
-    conn: sa.Connection, connection: str, *, protocol: str, peer: str, now: float
+    conn: sa.Connection,
+    connection: str,
+    *,
+    protocol: str,
+    peer: str,
+    now: float,
+    ensure: bool = True,
 ) -> SessionRecord:
-    """Start a session (a TCP connection, a serial line opening, an MLLP client)."""
-    ensure_connection(conn, connection, now)
+    """Start a session (a TCP connection, a serial line opening, an MLLP client).
+
+    ``ensure=False``: the caller knows the connection's row exists (the frame journal, once
+    a session of that connection was committed), which saves a statement per session."""
+    if ensure:
+        ensure_connection(conn, connection, now)
     values = {
         "connection": connection,
         "protocol": protocol,

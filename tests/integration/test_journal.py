@@ -209,6 +209,33 @@ class JournalTest(unittest.TestCase):
                 await failed
         assert self.sessions() == {"peer-a": [frame(1)], "peer-b": [frame(1)]}  # none kept
 
+    async def test_a_connection_is_checked_once_not_per_session(self) -> None:
+        """The first session of a connection makes sure its row exists; once one committed,
+        later sessions of that connection skip the check (a statement per transfer)."""
+        journal = self.journal()
+        statements: list[str] = []
+
+        def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+            statements.append(" ".join(statement.split())[:40])
+
+        sa.event.listen(self.store.engine, "before_cursor_execute", count)
+        try:
+            for key in ("s1", "s2"):
+                done = journal.commit(key, "fresh-line", f"peer-{key}", frame(1), "in", NOW)
+                await self.flush(journal)
+                await done
+        finally:
+            sa.event.remove(self.store.engine, "before_cursor_execute", count)
+        checks = [s for s in statements if s.startswith("SELECT connections.name")]
+        assert len(checks) == 1
+        assert self.sessions() == {"peer-s1": [frame(1)], "peer-s2": [frame(1)]}
+        rows = self.store.run_sync(
+            lambda conn: conn.exec_driver_sql(
+                "SELECT count(*) FROM connections WHERE name = 'fresh-line'"
+            ).scalar()
+        )
+        assert rows == 1
+
     async def test_the_queue_is_bounded(self) -> None:
         journal = self.journal(max_queue=2)
         queued = [journal.commit("a", "e411", "p", frame(n), "in", NOW) for n in (1, 2)]
