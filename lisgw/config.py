@@ -406,6 +406,15 @@ class _Builder:
                 serial = self.serial(s, profile)
             else:
                 tcp = self.tcp(s, transport)
+        orders = OrderMode(s.choice("orders", tuple(OrderMode), OrderMode.QUERY.value))
+        if orders.downloads and protocol_given == WireProtocol.HL7:
+            # Batch download is built for ASTM lines (E1381 sender role) only: an HL7 line
+            # would accept the setting and never send an order, so it is refused here.
+            s.problem(
+                "orders",
+                f"{orders.value!r}: batch download is for ASTM analyzers; an HL7 analyzer gets "
+                "its orders by host query (QBP/QRY): use 'query' or 'none'",
+            )
         return ConnectionConfig(
             name=name,
             transport=transport,
@@ -415,7 +424,7 @@ class _Builder:
             serial=serial,
             encoding=self.encoding(s, profile, protocol),
             time_zone=self.zone(s, "time_zone") if s.given("time_zone") else default_zone,
-            orders=OrderMode(s.choice("orders", tuple(OrderMode), OrderMode.QUERY.value)),
+            orders=orders,
             timers=self.timers(
                 s.section("timers", _TIMER_KEYS), protocol if protocol_given else None
             ),

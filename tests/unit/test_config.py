@@ -604,6 +604,23 @@ def test_tcp_clients_and_serial_devices_are_not_shared(tmp_path: Path) -> None:
     ]
 
 
+def test_batch_download_on_an_hl7_line_is_refused(tmp_path: Path) -> None:
+    """Batch download is built for ASTM lines only: an HL7 line asking for it would never
+    get an order, so the configuration says so instead of accepting it."""
+    connections = """\
+  - {name: a, protocol: hl7, transport: tcp-client, host: 10.0.0.5, port: 4001, orders: batch}
+  - {name: b, protocol: hl7, transport: tcp-client, host: 10.0.0.6, port: 4001, orders: both}
+  - {name: c, protocol: hl7, transport: tcp-client, host: 10.0.0.7, port: 4001, orders: query}
+  - {name: d, protocol: astm, transport: tcp-client, host: 10.0.0.8, port: 4001, orders: batch}
+"""
+    found = problems(minimal(tmp_path, connections))
+    assert [re.sub(r"^lisgw.yaml: line \d+: ", "", p) for p in found] == [
+        f"connections[{i}].orders: '{mode}': batch download is for ASTM analyzers; an HL7 "
+        "analyzer gets its orders by host query (QBP/QRY): use 'query' or 'none'"
+        for i, mode in ((0, "batch"), (1, "both"))
+    ]
+
+
 # The dataclasses ------------------------------------------------------------------------------
 
 
