@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from lisgw.errors import StoreError
 from lisgw.store.schema import clean_text
 
-__all__ = ["clean_texts", "insert_many", "insert_statement", "json_text", "marks"]
+__all__ = ["clean_texts", "insert_many", "json_text", "marks"]
 
 _SEPARATOR = "\x1f"
 _MAX_PARAMETERS = 30_000  # below SQLite's 32766 and PostgreSQL's 65535 bound parameters
@@ -58,6 +58,7 @@ def insert_many(
     rows: Sequence[Sequence[Any]],
     *,
     conflict: Sequence[str] = (),
+    one_statement: bool = False,
 ) -> int:
     """INSERT the rows (sequences in ``columns`` order) with one ``executemany``;
     ``conflict``: ON CONFLICT (conflict) DO NOTHING. Returns how many rows were inserted
@@ -67,11 +68,20 @@ def insert_many(
     one prepared statement. That costs about a third of the client CPU of one multi-row
     ``VALUES`` statement, whose 40 × 22 parameters psycopg converts on every call (issue 6,
     measured with 40-row CBC inserts).
+
+    ``one_statement``: ONE multi-row ``VALUES`` statement instead, atomic on its own (for a
+    unit run in autocommit mode, ``Store.run_statement``, where an executemany would commit
+    row by row); refused beyond what one statement may bind, never split.
     """
     if not rows:
         return 0
-    sql = _statement(conn.dialect, table, columns, conflict, 1)
-    return int(conn.exec_driver_sql(sql, list(map(tuple, rows))).rowcount)
+    if not one_statement:
+        sql = _statement(conn.dialect, table, columns, conflict, 1)
+        return int(conn.exec_driver_sql(sql, list(map(tuple, rows))).rowcount)
+    if len(rows) * len(columns) > _MAX_PARAMETERS:
+        raise StoreError(f"{len(rows)} rows are too many for one statement on {table.name}")
+    sql = _statement(conn.dialect, table, columns, conflict, len(rows))
+    return int(conn.exec_driver_sql(sql, tuple(v for row in rows for v in row)).rowcount)
 
 
 def _statement(
@@ -86,24 +96,6 @@ def _statement(
     if sql is None:
         sql = _statements[key] = _insert_sql(dialect, table, columns, conflict, count)
     return sql
-
-
-def insert_statement(
-    conn: sa.Connection,
-    table: sa.Table,
-    columns: Sequence[str],
-    rows: Sequence[Sequence[Any]],
-    *,
-    conflict: Sequence[str] = (),
-) -> int:
-    """INSERT the rows as ONE multi-row ``VALUES`` statement (atomic on its own, for a unit
-    run in autocommit mode: ``Store.run_statement``); how many were inserted."""
-    if not rows:
-        return 0
-    if len(rows) * len(columns) > _MAX_PARAMETERS:
-        raise StoreError(f"{len(rows)} rows are too many for one statement on {table.name}")
-    sql = _statement(conn.dialect, table, columns, conflict, len(rows))
-    return int(conn.exec_driver_sql(sql, tuple(v for row in rows for v in row)).rowcount)
 
 
 def marks(dialect: sa.Dialect, count: int) -> str:

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from lisgw.errors import StoreError
 from lisgw.model import Instrument, NormalizedMessage
-from lisgw.store._bulk import insert_many, insert_statement
+from lisgw.store._bulk import insert_many
 from lisgw.store._sql import ensure_connection, write_audit
 from lisgw.store.records import (
     AuditRecord,
@@ -152,8 +152,14 @@ def append_frames(
     # The journal's hot path (every frame, before its ACK): a plain executemany of tuples
     # (lisgw.store._bulk), the count of inserted rows from the driver, no RETURNING.
     rows = [(f.session_id, f.seq, str(f.direction), f.data, f.at) for f in batch]
-    insert = insert_statement if one_statement else insert_many
-    inserted = insert(conn, frames, _FRAME_COLUMNS, rows, conflict=("session_id", "seq"))
+    inserted = insert_many(
+        conn,
+        frames,
+        _FRAME_COLUMNS,
+        rows,
+        conflict=("session_id", "seq"),
+        one_statement=one_statement,
+    )
     return FramesAppended(inserted=inserted, duplicates=len(rows) - inserted)
 
 
