@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import getpass
 import json
 import re
@@ -31,6 +32,7 @@ import click
 
 from lisgw.cli.storeopt import open_cli_store
 from lisgw.errors import StoreError
+from lisgw.routing import normalize_sample_id
 from lisgw.store.runner import Store
 from lisgw.store.views import TimeWindow
 
@@ -63,10 +65,49 @@ def patient_option(function: F) -> F:
     )(function)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListFilters:
+    """What ``filter_options`` collects for a listing: the sample ID normalized as routing
+    stores it, the time window parsed, and ``now`` (the moment the window was read from,
+    also what the table's times are shown against). ``state`` is as typed: each listing
+    checks it against its own states."""
+
+    analyzer: str | None
+    sample_id: str | None
+    state: str | None
+    window: TimeWindow
+    limit: int
+    now: float
+
+
 def filter_options(*, state_help: str) -> Callable[[F], F]:
-    """--analyzer, --sample, --state, --since, --until, --limit."""
+    """--analyzer, --sample, --state, --since, --until, --limit, handed to the command as one
+    ``filters: ListFilters`` argument."""
 
     def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def collected(
+            *args: Any,
+            analyzer: str | None,
+            sample: str | None,
+            state: str | None,
+            since: str | None,
+            until: str | None,
+            limit: int,
+            **kwargs: Any,
+        ) -> Any:
+            now = time.time()
+            filters = ListFilters(
+                analyzer=analyzer,
+                sample_id=normalize_sample_id(sample) if sample is not None else None,
+                state=state,
+                window=window(since, until, now),
+                limit=limit,
+                now=now,
+            )
+            return function(*args, filters=filters, **kwargs)
+
+        command: Any = collected
         for option in reversed(
             (
                 click.option("--analyzer", metavar="NAME", help="Only this analyzer connection."),
@@ -85,8 +126,8 @@ def filter_options(*, state_help: str) -> Callable[[F], F]:
                 ),
             )
         ):
-            function = option(function)
-        return function
+            command = option(command)
+        return command  # type: ignore[no-any-return]
 
     return decorate
 

@@ -6,13 +6,13 @@ Layer: interface. Reads the daemon's store (lisgw.cli.storeopt) through lisgw.st
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from lisgw.cli._view import (
+    ListFilters,
     as_json,
     cli_store,
     echo_table,
@@ -24,10 +24,8 @@ from lisgw.cli._view import (
     patient,
     patient_option,
     when,
-    window,
 )
 from lisgw.cli.storeopt import store_options
-from lisgw.routing import normalize_sample_id
 from lisgw.store.records import OrderState
 from lisgw.store.views import OrderDetail, OrderSummary, get_order, list_orders
 
@@ -55,12 +53,7 @@ def orders() -> None:
 def list_command(
     store_url: str | None,
     config_path: Path | None,
-    analyzer: str | None,
-    sample: str | None,
-    state: str | None,
-    since: str | None,
-    until: str | None,
-    limit: int,
+    filters: ListFilters,
     show_patient: bool,
     output: str,
 ) -> None:
@@ -73,18 +66,17 @@ def list_command(
       lisgw orders list --analyzer c311 --since 2026-01-02 --until 2026-01-03
       lisgw orders list --state partial --format json
     """
+    state, now = filters.state, filters.now
     if state is not None and state not in set(OrderState):
         raise click.BadParameter(f"{state!r}: use one of {_STATES}", param_hint="--state")
-    now = time.time()
-    span = window(since, until, now)
     with cli_store(store_url, config_path) as store:
         found = store.run_sync(
             list_orders,
-            analyzer=analyzer,
-            sample_id=normalize_sample_id(sample) if sample is not None else None,
+            analyzer=filters.analyzer,
+            sample_id=filters.sample_id,
             state=state,
-            window=span,
-            limit=limit,
+            window=filters.window,
+            limit=filters.limit,
         )
     if output == "json":
         emit_json([_summary_json(o, show_patient) for o in found])

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from lisgw.cli._view import (
+    ListFilters,
     actor,
     cli_store,
     echo_table,
@@ -25,11 +26,9 @@ from lisgw.cli._view import (
     format_option,
     user_option,
     when,
-    window,
 )
 from lisgw.cli.storeopt import store_options
 from lisgw.errors import StoreError
-from lisgw.routing import normalize_sample_id
 from lisgw.store.queues import list_outbox, retry_outbox
 from lisgw.store.records import OutboxState
 
@@ -59,12 +58,7 @@ def outbox() -> None:
 def list_command(
     store_url: str | None,
     config_path: Path | None,
-    analyzer: str | None,
-    sample: str | None,
-    state: str | None,
-    since: str | None,
-    until: str | None,
-    limit: int,
+    filters: ListFilters,
     dead: bool,
     reason: str | None,
     output: str,
@@ -78,21 +72,18 @@ def list_command(
       lisgw outbox list --state pending --reason refused
       lisgw outbox list --sample 12345 --format json
     """
-    if dead:
-        state = str(OutboxState.DEAD)
+    state, now = (str(OutboxState.DEAD) if dead else filters.state), filters.now
     if state is not None and state not in set(OutboxState):
         raise click.BadParameter(f"{state!r}: use one of {_STATES}", param_hint="--state")
-    now = time.time()
-    span = window(since, until, now)
     with cli_store(store_url, config_path) as store:
         rows = store.run_sync(
             list_outbox,
             state=state,
             reason=reason,
-            sample_id=normalize_sample_id(sample) if sample is not None else None,
-            analyzer=analyzer,
-            window=span,
-            limit=limit,
+            sample_id=filters.sample_id,
+            analyzer=filters.analyzer,
+            window=filters.window,
+            limit=filters.limit,
         )
     if output == "json":
         emit_json(rows)

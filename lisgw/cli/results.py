@@ -8,12 +8,12 @@ outbox row that carries the result to the HIS (pending, inflight, delivered, dea
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
 
 from lisgw.cli._view import (
+    ListFilters,
     as_json,
     cli_store,
     echo_table,
@@ -23,10 +23,8 @@ from lisgw.cli._view import (
     format_option,
     full_time,
     when,
-    window,
 )
 from lisgw.cli.storeopt import store_options
-from lisgw.routing import normalize_sample_id
 from lisgw.store.records import OutboxState
 from lisgw.store.result_views import get_result, list_results
 
@@ -55,12 +53,7 @@ def results() -> None:
 def list_command(
     store_url: str | None,
     config_path: Path | None,
-    analyzer: str | None,
-    sample: str | None,
-    state: str | None,
-    since: str | None,
-    until: str | None,
-    limit: int,
+    filters: ListFilters,
     match: str | None,
     output: str,
 ) -> None:
@@ -73,21 +66,20 @@ def list_command(
       lisgw results list --match unmatched --format json
       lisgw results list --state pending       # not at the HIS yet
     """
+    state, now = filters.state, filters.now
     if state is not None and state not in _DELIVERY:
         raise click.BadParameter(
             f"{state!r}: use one of {', '.join(_DELIVERY)}", param_hint="--state"
         )
-    now = time.time()
-    span = window(since, until, now)
     with cli_store(store_url, config_path) as store:
         found = store.run_sync(
             list_results,
-            analyzer=analyzer,
-            sample_id=normalize_sample_id(sample) if sample is not None else None,
+            analyzer=filters.analyzer,
+            sample_id=filters.sample_id,
             match=match,
             delivery=state,
-            window=span,
-            limit=limit,
+            window=filters.window,
+            limit=filters.limit,
         )
     if output == "json":
         emit_json(found)

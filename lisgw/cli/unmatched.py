@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from lisgw.cli._view import (
+    ListFilters,
     actor,
     cli_store,
     echo_table,
@@ -27,14 +28,12 @@ from lisgw.cli._view import (
     format_option,
     user_option,
     when,
-    window,
 )
 from lisgw.cli.storeopt import DEFAULT_CONFIG, store_options
 from lisgw.config import load_config
 from lisgw.drivers.mapping import TestCodeMap
 from lisgw.errors import ConfigError, StoreError
 from lisgw.his.profile import HisProfile
-from lisgw.routing import normalize_sample_id
 from lisgw.store.queues import ReviewItem, assign_review, discard_review, list_review
 from lisgw.store.records import ReviewState
 from lisgw.store.review_match import match_review
@@ -65,12 +64,7 @@ def unmatched() -> None:
 def list_command(
     store_url: str | None,
     config_path: Path | None,
-    analyzer: str | None,
-    sample: str | None,
-    state: str | None,
-    since: str | None,
-    until: str | None,
-    limit: int,
+    filters: ListFilters,
     output: str,
 ) -> None:
     """Review items, oldest first (open ones unless --state).
@@ -81,19 +75,17 @@ def list_command(
       lisgw unmatched list --state assigned --analyzer xn-1
       lisgw unmatched list --state all --since 1d --format json
     """
-    chosen = state or str(ReviewState.OPEN)
+    chosen, now = filters.state or str(ReviewState.OPEN), filters.now
     if chosen != "all" and chosen not in set(ReviewState):
         raise click.BadParameter(f"{chosen!r}: use one of {_STATES}", param_hint="--state")
-    now = time.time()
-    span = window(since, until, now)
     with cli_store(store_url, config_path) as store:
         items = store.run_sync(
             list_review,
             state=None if chosen == "all" else chosen,
-            analyzer=analyzer,
-            sample_id=normalize_sample_id(sample) if sample is not None else None,
-            window=span,
-            limit=limit,
+            analyzer=filters.analyzer,
+            sample_id=filters.sample_id,
+            window=filters.window,
+            limit=filters.limit,
         )
     if output == "json":
         emit_json(items)
