@@ -277,6 +277,7 @@ async def start_profiler(
         path,
         "--nonblocking",
         *(["--idle"] if os.environ.get("LISGW_BENCH_PROFILE_IDLE") else []),
+        *(["--gil"] if os.environ.get("LISGW_BENCH_PROFILE_GIL") else []),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

@@ -39,6 +39,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
+from typing import Final
 
 from lisgw.drivers.mapping import MappedCode, TestCodeMap
 from lisgw.his.types import RoutedResult
@@ -135,6 +136,10 @@ def normalize_sample_id(raw: str) -> str:
     return raw.strip(_PADDING)
 
 
+# json.dumps(content, ensure_ascii=False, separators=(",", ":")), its encoder built once.
+_IDENTITY_JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def result_identity(connection: str, sample_id: str, result: Result) -> str:
     """The content identity of a result: sha256 hex of what makes it the same result.
 
@@ -153,7 +158,7 @@ def result_identity(connection: str, sample_id: str, result: Result) -> str:
         result.status,
         result.completed_at,
     ]
-    encoded = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+    encoded = _IDENTITY_JSON.encode(content)
     return hashlib.sha256(encoded.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
@@ -248,6 +253,7 @@ class _Router:
         self.driver = driver
         self.codes = codes
         self.orders = orders
+        self._positions: dict[int, dict[tuple[str, str], list[int]]] = {}
 
     def route(
         self, specimen: Specimen, result: Result, identity: str, seen: set[str]
@@ -314,13 +320,28 @@ class _Router:
         (the same test may be done on two analyzers); otherwise the first in the store's
         order.
         """
-        candidates = [
-            t
-            for t in tests
-            if (mapped is not None and t.his_code == mapped.his_code)
-            or (t.analyzer_code != "" and t.analyzer_code == test)
-        ]
+        if not tests:
+            return None
+        by_code = self._codes_of(tests)
+        at = set(by_code.get(("his", mapped.his_code), ())) if mapped is not None else set()
+        if test:
+            at.update(by_code.get(("analyzer", test), ()))
+        candidates = [tests[i] for i in sorted(at)]
         for candidate in candidates:
             if candidate.connection == self.connection:
                 return candidate
         return candidates[0] if candidates else None
+
+    def _codes_of(self, tests: Sequence[OpenOrder]) -> dict[tuple[str, str], list[int]]:
+        """Positions in ``tests`` by HIS code and by analyzer code, built once per sample
+        (a CBC has ≈ 40 results against ≈ 40 order tests: no scan per result)."""
+        key = id(tests)
+        found = self._positions.get(key)
+        if found is None:
+            found = {}
+            for i, t in enumerate(tests):
+                found.setdefault(("his", t.his_code), []).append(i)
+                if t.analyzer_code != "":
+                    found.setdefault(("analyzer", t.analyzer_code), []).append(i)
+            self._positions[key] = found
+        return found

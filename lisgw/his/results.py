@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -130,6 +131,7 @@ def group_placer(results: Sequence[RoutedResult]) -> str:
     return next((r.order_placer for r in results if r.order_placer), "")
 
 
+@functools.lru_cache(maxsize=4096)  # a CBC's 40 results share one or two times
 def hl7_timestamp(iso: str) -> str:
     """ISO 8601 (as the drivers write result times) → HL7 TS/DTM; '' when not a time.
 

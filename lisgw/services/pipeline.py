@@ -290,7 +290,7 @@ def _store_message(
         # statement fewer per transfer than inserting it RECEIVED and marking it ROUTED).
         routed = _routing(conn, message, context, now)
         state, reason = MessageState.ROUTED, routed.outcome.ignored
-    record = work.save_message(
+    message_id = work.keep_message(
         conn,
         decoded.raw,
         direction=Direction.IN,
@@ -306,13 +306,13 @@ def _store_message(
     )
     if message.instrument is not None and state is not MessageState.REJECTED:
         work.note_instrument(conn, context.connection, message.instrument, now=now)
-    kept = TransferStored(message_ids=(record.id,))
+    kept = TransferStored(message_ids=(message_id,))
     if state is MessageState.INCOMPLETE:
         return kept + TransferStored(incomplete=1)
     if routed is not None:
-        return kept + _save_routed(conn, record.id, routed, now, legacy)
+        return kept + _save_routed(conn, message_id, routed, now, legacy)
     if message.kind is Kind.QUERY and message.query is not None:
-        work.save_query(conn, record.id, message.query, now=now)
+        work.save_query(conn, message_id, message.query, now=now)
         return kept + TransferStored(queries=1)
     return kept
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypedDict, Unpack
 
 import sqlalchemy as sa
 
@@ -43,6 +43,7 @@ __all__ = [
     "close_session",
     "get_connection",
     "get_message",
+    "keep_message",
     "messages_in_state",
     "note_instrument",
     "open_session",
@@ -197,7 +198,35 @@ def session_frames(conn: sa.Connection, session_id: int) -> list[FrameRecord]:
     ]
 
 
+class MessageFields(TypedDict, total=False):
+    """``keep_message``'s optional fields, as ``save_message`` passes them on."""
+
+    connection: str | None
+    session_id: int | None
+    driver: str
+    normalized: NormalizedMessage | Mapping[str, Any] | None
+    state: MessageState
+    reason: str
+
+
 def save_message(
+    conn: sa.Connection,
+    raw: bytes,
+    *,
+    direction: Direction,
+    protocol: str,
+    kind: str,
+    now: float,
+    **fields: Unpack[MessageFields],
+) -> MessageRecord:
+    """``keep_message``, then the stored message read back (its record)."""
+    kept = keep_message(
+        conn, raw, direction=direction, protocol=protocol, kind=kind, now=now, **fields
+    )
+    return get_message(conn, kept)
+
+
+def keep_message(
     conn: sa.Connection,
     raw: bytes,
     *,
@@ -211,8 +240,9 @@ def save_message(
     normalized: NormalizedMessage | Mapping[str, Any] | None = None,
     state: MessageState = MessageState.RECEIVED,
     reason: str = "",
-) -> MessageRecord:
-    """Keep one message, raw bytes exact, with its normalized form when there is one.
+) -> int:
+    """Keep one message, raw bytes exact, with its normalized form when there is one;
+    return its id (the ingest pipeline's path: nothing read back).
 
     The connection's row is created when missing, unless the message belongs to a session:
     a session's row already refers to its connection's (a foreign key), so the check would
@@ -234,8 +264,10 @@ def save_message(
         "received_at": now,
         "updated_at": now,
     }
-    row = conn.execute(sa.insert(messages).returning(*messages.c), values).one()
-    return _message(row)
+    return int(conn.execute(_KEEP_MESSAGE, values).scalar_one())
+
+
+_KEEP_MESSAGE: Final = sa.insert(messages).returning(messages.c.id)
 
 
 def set_message_state(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 
@@ -68,37 +68,7 @@ def orders_for_routing(conn: sa.Connection, sample_ids: Sequence[str]) -> Orders
     his: dict[str, HisOrder] = {}
     tests: dict[str, list[OrderedTest]] = {}
     seen_tests: set[int] = set()
-    queue_join = sa.and_(
-        order_queue.c.order_test_id == order_tests.c.id,
-        order_queue.c.state != str(QueueState.CANCELLED),
-    )
-    source = orders.join(order_tests, order_tests.c.order_id == orders.c.id).outerjoin(
-        order_queue, queue_join
-    )
     for part in chunks(unique(sample_ids)):
-        query = (
-            sa.select(
-                orders.c.placer,
-                orders.c.sample_id,
-                orders.c.filler,
-                orders.c.patient_id,
-                orders.c.patient_name,
-                orders.c.priority,
-                orders.c.ordered_at,
-                order_tests.c.id.label("test_id"),
-                order_tests.c.his_code,
-                order_tests.c.name.label("test_name"),
-                order_queue.c.analyzer_code,
-                order_queue.c.connection,
-            )
-            .select_from(source)
-            .where(
-                orders.c.sample_id.in_(part),
-                orders.c.state != str(OrderState.CANCELLED),
-                order_tests.c.state != str(TestState.CANCELLED),
-            )
-            .order_by(orders.c.id, order_tests.c.id, order_queue.c.id)
-        )
         for (
             placer,
             sample_id,
@@ -112,7 +82,7 @@ def orders_for_routing(conn: sa.Connection, sample_ids: Sequence[str]) -> Orders
             test_name,
             analyzer_code,
             connection,
-        ) in conn.execute(query):  # unpacked: ≈ 40 rows per CBC transfer (issue 6)
+        ) in conn.execute(_ROUTING_ROWS, {"samples": part}):  # ≈ 40 rows per CBC transfer
             found.setdefault(sample_id, []).append(
                 OpenOrder(
                     placer=placer,
@@ -139,6 +109,40 @@ def orders_for_routing(conn: sa.Connection, sample_ids: Sequence[str]) -> Orders
                 tests.setdefault(placer, []).append(OrderedTest(his_code, test_name))
     complete = {placer: replace(o, tests=tuple(tests.get(placer, ()))) for placer, o in his.items()}
     return OrdersForRouting(found, complete)
+
+
+_QUEUE_JOIN = sa.and_(
+    order_queue.c.order_test_id == order_tests.c.id,
+    order_queue.c.state != str(QueueState.CANCELLED),
+)
+# Built once: a transfer runs it with its sample IDs (no statement built per call).
+_ROUTING_ROWS: Final = (
+    sa.select(
+        orders.c.placer,
+        orders.c.sample_id,
+        orders.c.filler,
+        orders.c.patient_id,
+        orders.c.patient_name,
+        orders.c.priority,
+        orders.c.ordered_at,
+        order_tests.c.id.label("test_id"),
+        order_tests.c.his_code,
+        order_tests.c.name.label("test_name"),
+        order_queue.c.analyzer_code,
+        order_queue.c.connection,
+    )
+    .select_from(
+        orders.join(order_tests, order_tests.c.order_id == orders.c.id).outerjoin(
+            order_queue, _QUEUE_JOIN
+        )
+    )
+    .where(
+        orders.c.sample_id.in_(sa.bindparam("samples", expanding=True)),
+        orders.c.state != str(OrderState.CANCELLED),
+        order_tests.c.state != str(TestState.CANCELLED),
+    )
+    .order_by(orders.c.id, order_tests.c.id, order_queue.c.id)
+)
 
 
 def orders_by_placer(conn: sa.Connection, placers: Sequence[str]) -> dict[str, OrderRecord]:

@@ -9,7 +9,8 @@ rolled back as a whole.
 
 * archive (lisgw.store.archive): register_connection, note_instrument, get_connection,
   open_session, append_frames (the group commit), close_session, session_frames,
-  save_message, set_message_state, get_message, messages_in_state, add_audit, audit_trail;
+  save_message, keep_message, set_message_state, get_message, messages_in_state,
+  add_audit, audit_trail;
 * orders (lisgw.store.orders, lisgw.store.order_lookups): save_his_orders,
   open_orders_for, orders_by_placer, queued_tests_for, mark_queue_sent;
 * results (lisgw.store.results): known_identities, save_routed_results, review_queue,
@@ -28,6 +29,7 @@ from lisgw.store.archive import (
     close_session,
     get_connection,
     get_message,
+    keep_message,
     messages_in_state,
     note_instrument,
     open_session,
@@ -68,6 +70,7 @@ __all__ = [
     "close_session",
     "get_connection",
     "get_message",
+    "keep_message",
     "known_identities",
     "mark_queue_sent",
     "messages_in_state",

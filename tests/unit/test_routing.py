@@ -332,6 +332,38 @@ def test_routing_never_raises_and_every_result_comes_out_once(
     _check_invariants(outcome, known)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    specimens=st.lists(_specimens, max_size=4), orders=_orders, codes=st.sampled_from([CODES, None])
+)
+def test_each_result_gets_the_order_test_a_plain_scan_would_pick(
+    specimens: list[Specimen], orders: dict[str, list[OpenOrder]], codes: TestCodeMap | None
+) -> None:
+    """The router indexes a sample's order tests by code; this is the rule it must keep,
+    as a scan: the tests matching by mapped HIS code or by analyzer code, in store order,
+    the first queued for this connection, else the first."""
+    outcome = route(message(*specimens), connection="an-1", orders=orders, codes=codes, known=set())
+    by_sample: dict[str, list[OpenOrder]] = {}
+    for key, tests in orders.items():
+        for test in tests:
+            by_sample.setdefault(normalize_sample_id(test.sample_id or key), []).append(test)
+    for item in outcome.results:
+        if item.match not in ("matched", "extra", "unmatched"):
+            continue
+        mapped = codes.lookup("demo", item.result.test) if codes is not None else None
+        candidates = [
+            t
+            for t in (by_sample.get(item.sample_id, []) if item.sample_id else [])
+            if (mapped is not None and t.his_code == mapped.his_code)
+            or (t.analyzer_code != "" and t.analyzer_code == item.result.test)
+        ]
+        mine = [t for t in candidates if t.connection == "an-1"]
+        expected = (mine or candidates or [None])[0]
+        assert item.order_placer == (expected.placer if expected is not None else "")
+        if expected is not None and mapped is None:
+            assert item.his_code == expected.his_code
+
+
 def _check_invariants(outcome: RoutingOutcome, known: set[str]) -> None:
     new_identities = [r.identity for r in outcome.new]
     assert len(new_identities) == len(set(new_identities))
