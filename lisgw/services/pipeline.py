@@ -247,7 +247,7 @@ def store_transfer(
     for decoded in messages:
         stored += _store_message(conn, decoded, context, session_id, now, legacy)
     if session_id is not None and close_reason is not None:
-        work.close_session(conn, session_id, reason=close_reason, now=now)
+        work.end_session(conn, session_id, reason=close_reason, now=now)
     return stored
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "append_frames",
     "audit_trail",
     "close_session",
+    "end_session",
     "get_connection",
     "get_message",
     "keep_message",
@@ -56,6 +57,25 @@ __all__ = [
 # note_instrument: an unchanged instrument's last_seen_at is written at most this often (s).
 SEEN_REFRESH: Final = 60.0
 _FRAME_COLUMNS: Final = ("session_id", "seq", "direction", "data", "at")
+
+# Statements of the per-transfer path, built once (no statement built per call).
+_CONNECTION_BY_NAME: Final = sa.select(connections).where(
+    connections.c.name == sa.bindparam("name")
+)
+_OPEN_SESSION: Final = sa.insert(sessions).returning(*sessions.c)
+_END_SESSION: Final = (
+    sa.update(sessions)
+    .where(sessions.c.id == sa.bindparam("session"), sessions.c.closed_at.is_(None))
+    .values(closed_at=sa.bindparam("ended_at"), close_reason=sa.bindparam("why"))
+)
+_SESSION_WITH_COUNT: Final = sa.select(
+    sessions,
+    sa.select(sa.func.count())
+    .select_from(frames)
+    .where(frames.c.session_id == sessions.c.id)
+    .scalar_subquery()
+    .label("frame_count"),
+).where(sessions.c.id == sa.bindparam("id"))
 
 
 def register_connection(
@@ -84,7 +104,7 @@ def note_instrument(
     instrument costs one read and takes no row lock (on PostgreSQL an update would hold the
     row until the transfer commits, and other units touching the row would wait for it).
     """
-    row = conn.execute(sa.select(connections).where(connections.c.name == name)).one_or_none()
+    row = conn.execute(_CONNECTION_BY_NAME, {"name": name}).one_or_none()
     if row is not None:
         record = ConnectionRecord(**row._asdict())
         same = (record.instrument_name, record.instrument_serial, record.instrument_software) == (
@@ -107,7 +127,7 @@ def note_instrument(
 
 
 def get_connection(conn: sa.Connection, name: str) -> ConnectionRecord:
-    row = conn.execute(sa.select(connections).where(connections.c.name == name)).one_or_none()
+    row = conn.execute(_CONNECTION_BY_NAME, {"name": name}).one_or_none()
     if row is None:
         raise StoreError(f"no connection {name!r}")
     return ConnectionRecord(**row._asdict())
@@ -136,7 +156,7 @@ def open_session(
         "closed_at": None,
         "close_reason": "",
     }
-    row = conn.execute(sa.insert(sessions).returning(*sessions.c), values).one()
+    row = conn.execute(_OPEN_SESSION, values).one()
     return SessionRecord(**row._asdict(), frames=0)
 
 
@@ -168,24 +188,18 @@ def close_session(
     conn: sa.Connection, session_id: int, *, reason: str = "", now: float
 ) -> SessionRecord:
     """End a session; closing a closed session keeps its first close time and reason."""
-    conn.execute(
-        sa.update(sessions)
-        .where(sessions.c.id == session_id, sessions.c.closed_at.is_(None))
-        .values(closed_at=now, close_reason=reason)
-    )
-    count = (
-        sa.select(sa.func.count())
-        .select_from(frames)
-        .where(frames.c.session_id == session_id)
-        .scalar_subquery()
-    )
-    query = sa.select(sessions, count.label("frame_count")).where(sessions.c.id == session_id)
-    row = conn.execute(query).one_or_none()
+    end_session(conn, session_id, reason=reason, now=now)
+    row = conn.execute(_SESSION_WITH_COUNT, {"id": session_id}).one_or_none()
     if row is None:
         raise StoreError(f"no session {session_id}")
     values = row._asdict()
     frame_count = values.pop("frame_count")
     return SessionRecord(**values, frames=int(frame_count))
+
+
+def end_session(conn: sa.Connection, session_id: int, *, reason: str = "", now: float) -> None:
+    """``close_session`` without reading the session back (the ingest pipeline's path)."""
+    conn.execute(_END_SESSION, {"session": session_id, "ended_at": now, "why": reason})
 
 
 def session_frames(conn: sa.Connection, session_id: int) -> list[FrameRecord]:

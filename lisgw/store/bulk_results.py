@@ -15,6 +15,7 @@ cleaned per value only when needed (``CleanText``'s rule, lisgw.store.schema.cle
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 import sqlalchemy as sa
 
@@ -55,6 +56,11 @@ _TEXT_AT = tuple(
     if name not in ("message_id", "qc", "result", "match", "correction", "outbox_id", "created_at")
 )
 _REVIEW_COLUMNS = ("result_id", "reason", "state", "assignee", "note", "created_at", "updated_at")
+
+
+_IDS_OF_MESSAGE: Final = sa.select(results.c.identity, results.c.id).where(
+    results.c.message_id == sa.bindparam("message_id")
+)
 
 
 def insert_results(
@@ -101,8 +107,8 @@ def insert_results(
             for i in _TEXT_AT:
                 row[i] = clean_text(str(row[i]))
     insert_many(conn, results, _RESULT_COLUMNS, rows, conflict=("identity",))
-    query = sa.select(results.c.identity, results.c.id).where(results.c.message_id == message_id)
-    new_ids = {identity: result_id for identity, result_id in conn.execute(query)}
+    found = conn.execute(_IDS_OF_MESSAGE, {"message_id": message_id})
+    new_ids = {identity: result_id for identity, result_id in found}
     stored: list[ResultRecord] = []
     for r, row in zip(fresh, rows, strict=True):
         result_id = new_ids.pop(row[0], None)  # pop: a second copy in one message is a dup

@@ -63,26 +63,17 @@ def claim_outbox(
     """Claim up to ``limit`` due rows for ``worker`` until ``now + lease``, oldest first."""
     if limit <= 0:
         return []
-    ids = list(conn.execute(_candidates(now, limit)).scalars())
+    ids = list(conn.execute(_CANDIDATES, {"now": now, "limit": limit}).scalars())
     if not ids:
         return []
-    # The due condition again: a row some other transaction claimed meanwhile (possible only
-    # if the row lock were missing) is re-checked by PostgreSQL on update and left out.
-    claimed = conn.execute(
-        sa.update(outbox)
-        .where(outbox.c.id.in_(ids), _due(outbox, now))
-        .values(
-            state=str(OutboxState.INFLIGHT),
-            claimed_by=worker,
-            lease_until=now + lease,
-            attempts=outbox.c.attempts + 1,
-        )
-        .returning(*outbox.c),
-    )
+    values = {"ids": ids, "now": now, "worker": worker, "lease_end": now + lease}
+    claimed = conn.execute(_CLAIM, values)
     return sorted((outbox_row(row) for row in claimed), key=lambda r: r.id)
 
 
-def _candidates(now: float, limit: int) -> sa.Select[tuple[int]]:
+def _candidates() -> sa.Select[tuple[int]]:
+    """Due rows with no earlier open row of their sample, oldest first (``now``, ``limit``
+    bound at execution)."""
     row, earlier = outbox.alias("o"), outbox.alias("e")
     blocked = (
         sa.select(earlier.c.id)
@@ -96,19 +87,36 @@ def _candidates(now: float, limit: int) -> sa.Select[tuple[int]]:
     # PostgreSQL: FOR UPDATE OF o SKIP LOCKED; SQLAlchemy renders nothing on SQLite.
     return (
         sa.select(row.c.id)
-        .where(_due(row, now), ~blocked)
+        .where(_due(row, sa.bindparam("now")), ~blocked)
         .order_by(row.c.id)
-        .limit(limit)
+        .limit(sa.bindparam("limit"))
         .with_for_update(skip_locked=True, of=row)
     )
 
 
-def _due(table: sa.FromClause, now: float) -> sa.ColumnElement[bool]:
+def _due(table: sa.FromClause, now: float | sa.BindParameter[float]) -> sa.ColumnElement[bool]:
     """Pending and due, or inflight with its lease run out."""
     return sa.or_(
         sa.and_(table.c.state == str(OutboxState.PENDING), table.c.next_attempt_at <= now),
         sa.and_(table.c.state == str(OutboxState.INFLIGHT), table.c.lease_until <= now),
     )
+
+
+# Built once: a dispatcher pass binds its values (no statement built per pass).
+_CANDIDATES: Final = _candidates()
+# The due condition again: a row some other transaction claimed meanwhile (possible only if
+# the row lock were missing) is re-checked by PostgreSQL on update and left out.
+_CLAIM: Final = (
+    sa.update(outbox)
+    .where(outbox.c.id.in_(sa.bindparam("ids", expanding=True)), _due(outbox, sa.bindparam("now")))
+    .values(
+        state=str(OutboxState.INFLIGHT),
+        claimed_by=sa.bindparam("worker"),
+        lease_until=sa.bindparam("lease_end"),
+        attempts=outbox.c.attempts + 1,
+    )
+    .returning(*outbox.c)
+)
 
 
 def outbox_delivered(

@@ -8,9 +8,9 @@ calls several of them with the same connection is itself one unit of work, commi
 rolled back as a whole.
 
 * archive (lisgw.store.archive): register_connection, note_instrument, get_connection,
-  open_session, append_frames (the group commit), close_session, session_frames,
-  save_message, keep_message, set_message_state, get_message, messages_in_state,
-  add_audit, audit_trail;
+  open_session, append_frames (the group commit), close_session, end_session,
+  session_frames, save_message, keep_message, set_message_state, get_message,
+  messages_in_state, add_audit, audit_trail;
 * orders (lisgw.store.orders, lisgw.store.order_lookups): save_his_orders,
   open_orders_for, orders_by_placer, queued_tests_for, mark_queue_sent;
 * results (lisgw.store.results): known_identities, save_routed_results, review_queue,
@@ -27,6 +27,7 @@ from lisgw.store.archive import (
     append_frames,
     audit_trail,
     close_session,
+    end_session,
     get_connection,
     get_message,
     keep_message,
@@ -68,6 +69,7 @@ __all__ = [
     "audit_trail",
     "claim_outbox",
     "close_session",
+    "end_session",
     "get_connection",
     "get_message",
     "keep_message",
