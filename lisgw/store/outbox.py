@@ -147,30 +147,31 @@ def outbox_delivered_many(
     after a dead letter) goes through ``outbox_delivered`` to be audited."""
     changed = 0
     for part in chunks(sorted(set(outbox_ids))):
-        dead = list(
-            conn.execute(
-                sa.select(outbox.c.id).where(
-                    outbox.c.id.in_(part), outbox.c.state == str(OutboxState.DEAD)
-                )
-            ).scalars()
-        )
+        dead = list(conn.execute(_DEAD_AMONG, {"ids": part}).scalars())
         for outbox_id in dead:
             outbox_delivered(conn, outbox_id, now=now, worker=worker)
-        result = conn.execute(
-            sa.update(outbox)
-            .where(
-                outbox.c.id.in_(part),
-                outbox.c.state.notin_((str(OutboxState.DELIVERED), str(OutboxState.DEAD))),
-            )
-            .values(
-                state=str(OutboxState.DELIVERED),
-                delivered_at=now,
-                claimed_by=None,
-                lease_until=None,
-            )
-        )
+        result = conn.execute(_DELIVERED, {"ids": part, "at": now})
         changed += len(dead) + result.rowcount
     return changed
+
+
+_DEAD_AMONG: Final = sa.select(outbox.c.id).where(
+    outbox.c.id.in_(sa.bindparam("ids", expanding=True)),
+    outbox.c.state == str(OutboxState.DEAD),
+)
+_DELIVERED: Final = (
+    sa.update(outbox)
+    .where(
+        outbox.c.id.in_(sa.bindparam("ids", expanding=True)),
+        outbox.c.state.notin_((str(OutboxState.DELIVERED), str(OutboxState.DEAD))),
+    )
+    .values(
+        state=str(OutboxState.DELIVERED),
+        delivered_at=sa.bindparam("at"),
+        claimed_by=None,
+        lease_until=None,
+    )
+)
 
 
 def outbox_retry(
