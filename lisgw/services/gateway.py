@@ -241,8 +241,9 @@ class Gateway:
         self.worker = worker_name(config)
         self.journal = FrameJournal(store, reactor)
         # The transfers of every connection share commits, as their frames do (issue 6);
-        # PostgreSQL runs three such transactions at once (lisgw.services.batcher).
-        concurrent = 3 if store.engine.dialect.name == "postgresql" else 1
+        # PostgreSQL runs five such transactions at once (lisgw.services.batcher): a
+        # transfer there is a dozen round trips, so its wall time, not CPU, bounds one lane.
+        concurrent = 5 if store.engine.dialect.name == "postgresql" else 1
         self.units = UnitBatcher(store, reactor, max_inflight=concurrent)
         self.status = StatusReporter(store, clock=reactor, node=self.worker)
         self.ingests = {

@@ -57,8 +57,8 @@ DEFAULT_FILE_NAME: Final = "lisgw.sqlite"
 # Execution option of the engine Store.read uses: on SQLite, BEGIN instead of BEGIN IMMEDIATE.
 READ_ONLY_OPTION: Final = "lisgw_read_only"
 BUSY_TIMEOUT_MS: Final = 30_000
-# PostgreSQL: connections the pool keeps (the store's seven threads and one spare).
-PG_POOL_SIZE: Final = 8
+# PostgreSQL: connections the pool keeps (the store's nine threads and one spare).
+PG_POOL_SIZE: Final = 10
 # PostgreSQL: a pooled connection idle this long (s) is pinged before use.
 PING_IDLE: Final = 1.0
 _LAST_USED: Final = "lisgw_last_used"

@@ -15,8 +15,8 @@ sends no positive ACK.
 
 Threads: SQLite has one writer at a time, and a second thread would only wait on the write
 lock (SQLite's busy handler sleeps, which costs latency), so a SQLite store runs its units on
-one thread by default; PostgreSQL gets ``POSTGRESQL_THREADS`` (seven: the frame journal's
-flush, three transfer transactions (lisgw.services.batcher), and three for the outbox,
+one thread by default; PostgreSQL gets ``POSTGRESQL_THREADS`` (nine: the frame journal's
+flush, five transfer transactions (lisgw.services.batcher), and three for the outbox,
 host-query lookups, downloads and status). ``Store.read`` runs read-only units (the
 host-query lookup) on two threads of their own on SQLite, so a reply never waits for the
 writers' queue (issue 6). The pool is created and started on the first
@@ -41,7 +41,7 @@ from lisgw.store.database import READ_ONLY_OPTION, store_error
 __all__ = ["Store"]
 
 P = ParamSpec("P")
-POSTGRESQL_THREADS: Final = 7
+POSTGRESQL_THREADS: Final = 9
 T = TypeVar("T")
 
 
