@@ -104,7 +104,7 @@ def test_run_uses_its_own_thread_pool(tmp_path: Path) -> None:
 
 def test_default_thread_counts(engine: sa.Engine) -> None:
     store = Store(engine)
-    assert store._max_threads == (1 if engine.dialect.name == "sqlite" else 7)
+    assert store._max_threads == (1 if engine.dialect.name == "sqlite" else 9)
 
 
 def test_every_record_is_a_frozen_dataclass() -> None:
