@@ -305,7 +305,7 @@ def _store_message(
         reason=reason,
     )
     if message.instrument is not None and state is not MessageState.REJECTED:
-        work.note_instrument(conn, context.connection, message.instrument, now=now)
+        work.touch_instrument(conn, context.connection, message.instrument, now=now)
     kept = TransferStored(message_ids=(message_id,))
     if state is MessageState.INCOMPLETE:
         return kept + TransferStored(incomplete=1)

@@ -52,6 +52,7 @@ __all__ = [
     "save_message",
     "session_frames",
     "set_message_state",
+    "touch_instrument",
 ]
 
 # note_instrument: an unchanged instrument's last_seen_at is written at most this often (s).
@@ -61,6 +62,24 @@ _FRAME_COLUMNS: Final = ("session_id", "seq", "direction", "data", "at")
 # Statements of the per-transfer path, built once (no statement built per call).
 _CONNECTION_BY_NAME: Final = sa.select(connections).where(
     connections.c.name == sa.bindparam("name")
+)
+_TOUCH_INSTRUMENT: Final = (
+    sa.update(connections)
+    .where(
+        connections.c.name == sa.bindparam("conn_name"),
+        sa.or_(
+            connections.c.instrument_name != sa.bindparam("inst_name"),
+            connections.c.instrument_serial != sa.bindparam("inst_serial"),
+            connections.c.instrument_software != sa.bindparam("inst_software"),
+            connections.c.last_seen_at < sa.bindparam("stale_before"),
+        ),
+    )
+    .values(
+        instrument_name=sa.bindparam("inst_name"),
+        instrument_serial=sa.bindparam("inst_serial"),
+        instrument_software=sa.bindparam("inst_software"),
+        last_seen_at=sa.bindparam("seen_at"),
+    )
 )
 _OPEN_SESSION: Final = sa.insert(sessions).returning(*sessions.c)
 _END_SESSION: Final = (
@@ -97,33 +116,31 @@ def register_connection(
 def note_instrument(
     conn: sa.Connection, name: str, instrument: Instrument, *, now: float
 ) -> ConnectionRecord:
-    """Record the instrument a connection announced (ASTM H.5, HL7 MSH-3).
-
-    Every transfer notes its instrument, so the row is written only when the instrument
-    changed or ``last_seen_at`` is older than ``SEEN_REFRESH`` seconds: an unchanged
-    instrument costs one read and takes no row lock (on PostgreSQL an update would hold the
-    row until the transfer commits, and other units touching the row would wait for it).
-    """
-    row = conn.execute(_CONNECTION_BY_NAME, {"name": name}).one_or_none()
-    if row is not None:
-        record = ConnectionRecord(**row._asdict())
-        same = (record.instrument_name, record.instrument_serial, record.instrument_software) == (
-            instrument.name,
-            instrument.serial,
-            instrument.software,
-        )
-        if same and now - record.last_seen_at < SEEN_REFRESH:
-            return record
-    else:
-        ensure_connection(conn, name, now)
-    values = {
-        "instrument_name": instrument.name,
-        "instrument_serial": instrument.serial,
-        "instrument_software": instrument.software,
-        "last_seen_at": now,
-    }
-    conn.execute(sa.update(connections).where(connections.c.name == name).values(values))
+    """Record the instrument a connection announced (ASTM H.5, HL7 MSH-3): the
+    connection's row is created when missing, then ``touch_instrument``; returns the row."""
+    ensure_connection(conn, name, now)
+    touch_instrument(conn, name, instrument, now=now)
     return get_connection(conn, name)
+
+
+def touch_instrument(conn: sa.Connection, name: str, instrument: Instrument, *, now: float) -> bool:
+    """Write the instrument on the connection's existing row if it changed or
+    ``last_seen_at`` is older than ``SEEN_REFRESH`` seconds; whether the row was written.
+
+    Every transfer notes its instrument (the ingest pipeline calls this one directly: its
+    session already refers to the row). It is one conditional UPDATE: an unchanged
+    instrument matches no row, so nothing is written and no row lock is taken (on
+    PostgreSQL a written row stays locked until the transfer commits, and other units
+    touching it would wait)."""
+    values = {
+        "conn_name": name,
+        "inst_name": instrument.name,
+        "inst_serial": instrument.serial,
+        "inst_software": instrument.software,
+        "seen_at": now,
+        "stale_before": now - SEEN_REFRESH,
+    }
+    return bool(conn.execute(_TOUCH_INSTRUMENT, values).rowcount)
 
 
 def get_connection(conn: sa.Connection, name: str) -> ConnectionRecord:

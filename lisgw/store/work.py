@@ -7,7 +7,8 @@ dataclasses (lisgw.store.records), never rows or sessions. Units compose: a func
 calls several of them with the same connection is itself one unit of work, committed or
 rolled back as a whole.
 
-* archive (lisgw.store.archive): register_connection, note_instrument, get_connection,
+* archive (lisgw.store.archive): register_connection, note_instrument, touch_instrument,
+  get_connection,
   open_session, append_frames (the group commit), close_session, end_session,
   session_frames, save_message, keep_message, set_message_state, get_message,
   messages_in_state, add_audit, audit_trail;
@@ -38,6 +39,7 @@ from lisgw.store.archive import (
     save_message,
     session_frames,
     set_message_state,
+    touch_instrument,
 )
 from lisgw.store.order_lookups import (
     mark_queue_sent,
@@ -97,4 +99,5 @@ __all__ = [
     "session_frames",
     "set_message_state",
     "set_review_state",
+    "touch_instrument",
 ]

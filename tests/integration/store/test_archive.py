@@ -66,32 +66,52 @@ def test_an_unchanged_instrument_is_written_only_when_stale(store: Store) -> Non
     """Every transfer notes its instrument: the row is rewritten only on a change or after
     SEEN_REFRESH seconds, so a busy line does not update (and lock) it per transfer."""
     xn = Instrument("XN-550", "12345", "00-21")
-    updates: list[str] = []
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().upper().startswith("UPDATE CONNECTIONS"):
-            updates.append(statement)
-
     first = store.run_sync(work.note_instrument, CONNECTION, xn, now=NOW)
     assert first.instrument_serial == "12345"
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
-        again = store.run_sync(work.note_instrument, CONNECTION, xn, now=NOW + 30)
-        assert updates == [] and again.last_seen_at == NOW
-        stale = store.run_sync(
-            work.note_instrument, CONNECTION, xn, now=NOW + archive.SEEN_REFRESH + 1
+
+    def touch(instrument: Instrument, now: float) -> tuple[bool, float]:
+        def unit(conn: sa.Connection) -> tuple[bool, float]:
+            written = work.touch_instrument(conn, CONNECTION, instrument, now=now)
+            return written, work.get_connection(conn, CONNECTION).last_seen_at
+
+        return store.run_sync(unit)
+
+    assert touch(xn, NOW + 30) == (False, NOW)
+    stale = NOW + archive.SEEN_REFRESH + 1
+    assert touch(xn, stale) == (True, stale)
+    assert touch(xn, stale + 1) == (False, stale)
+    swapped = Instrument("XN-550", "67890", "00-22")
+    assert touch(swapped, stale + 2) == (True, stale + 2)
+    row = store.run_sync(work.get_connection, CONNECTION)
+    assert (row.instrument_serial, row.instrument_software) == ("67890", "00-22")
+    # An odd byte is stored cleaned (CleanText): the same announcement again is unchanged.
+    odd = Instrument("XN-550", "678\x0090", "00-22")
+    assert touch(odd, stale + 3)[0] is True
+    assert touch(odd, stale + 4) == (False, stale + 3)
+
+
+def test_an_unchanged_instrument_does_not_wait_for_a_transaction_holding_the_row(
+    store: Store,
+) -> None:
+    """PostgreSQL: the conditional UPDATE matches no row for an unchanged instrument, so it
+    takes no row lock and never waits behind another transfer holding the row."""
+    engine = store.engine
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has one writer: a second write transaction cannot start at all")
+    xn = Instrument("XN-550", "1", "a")
+    store.run_sync(work.note_instrument, CONNECTION, xn, now=NOW)
+    with engine.connect() as other:
+        holding = other.begin()
+        other.exec_driver_sql(
+            "UPDATE connections SET driver = driver WHERE name = %(name)s", {"name": CONNECTION}
         )
-        assert len(updates) == 1 and stale.last_seen_at == NOW + archive.SEEN_REFRESH + 1
-        swapped = store.run_sync(
-            work.note_instrument,
-            CONNECTION,
-            Instrument("XN-550", "67890", "00-22"),
-            now=NOW + archive.SEEN_REFRESH + 2,
-        )
-        assert len(updates) == 2
-        assert (swapped.instrument_serial, swapped.instrument_software) == ("67890", "00-22")
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
+
+        def unit(conn: sa.Connection) -> bool:
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+            return work.touch_instrument(conn, CONNECTION, xn, now=NOW + 1)
+
+        assert store.run_sync(unit) is False
+        holding.commit()
 
 
 def test_sessions_and_messages_do_not_wait_for_a_transaction_updating_the_line(
