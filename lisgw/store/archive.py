@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Final, TypedDict, Unpack
+from typing import Any, Final, Required, TypedDict, Unpack
 
 import sqlalchemy as sa
 
@@ -230,8 +230,12 @@ def session_frames(conn: sa.Connection, session_id: int) -> list[FrameRecord]:
 
 
 class MessageFields(TypedDict, total=False):
-    """``keep_message``'s optional fields, as ``save_message`` passes them on."""
+    """``keep_message``'s keyword arguments, as ``save_message`` passes them on."""
 
+    direction: Required[Direction]
+    protocol: Required[str]
+    kind: Required[str]
+    now: Required[float]
     connection: str | None
     session_id: int | None
     driver: str
@@ -240,21 +244,9 @@ class MessageFields(TypedDict, total=False):
     reason: str
 
 
-def save_message(
-    conn: sa.Connection,
-    raw: bytes,
-    *,
-    direction: Direction,
-    protocol: str,
-    kind: str,
-    now: float,
-    **fields: Unpack[MessageFields],
-) -> MessageRecord:
+def save_message(conn: sa.Connection, raw: bytes, **fields: Unpack[MessageFields]) -> MessageRecord:
     """``keep_message``, then the stored message read back (its record)."""
-    kept = keep_message(
-        conn, raw, direction=direction, protocol=protocol, kind=kind, now=now, **fields
-    )
-    return get_message(conn, kept)
+    return get_message(conn, keep_message(conn, raw, **fields))
 
 
 def keep_message(
