@@ -28,7 +28,9 @@ they ended; stop the HIS listener after the messages it is handling; stop the di
 MSH-10); close the store. Undelivered results stay in the outbox.
 
 The analyzer-side pieces (the HL7 analyzers' MLLP handler, the listeners and their
-attribution) are in lisgw.services.analyzer_lines. Several analyzers on one listener are
+attribution) are in lisgw.services.analyzer_lines; what the gateway is built from (the
+configured files, its worker name, the order routes, the store, the release of a dead
+predecessor's claims) in lisgw.services.gateway_parts. Several analyzers on one listener are
 told apart by peer address (``peers``); where the address leaves several, or a connection
 lists ``senders``, by the sender name of the first message (ASTM H.5.1, HL7 MSH-3.1):
 lisgw.transports.attribute holds the connection until it is named, then hands every byte to
@@ -39,12 +41,8 @@ No patient data is logged here: names, ports, counts.
 from __future__ import annotations
 
 import gc
-import socket
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
-import sqlalchemy as sa
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -58,14 +56,17 @@ from lisgw.config_schema import (
     TransportKind,
     WireProtocol,
 )
-from lisgw.drivers import Catalogue, default_catalogue
-from lisgw.drivers.mapping import TestCodeMap
 from lisgw.errors import ConfigError, LisgwError
-from lisgw.his.profile import HisProfile
-from lisgw.routing import driver_name
 from lisgw.services.analyzer_lines import AnalyzerListener, AnalyzerMllpHandler, pause_reading_of
 from lisgw.services.batcher import UnitBatcher
 from lisgw.services.download import OrderDownloader
+from lisgw.services.gateway_parts import (
+    GatewayParts,
+    open_store,
+    order_routes,
+    release_own_claims,
+    worker_name,
+)
 from lisgw.services.his import HisOrderListener
 from lisgw.services.ingest import AnalyzerIngest
 from lisgw.services.journal import FrameJournal
@@ -74,9 +75,6 @@ from lisgw.services.outbox import DispatcherSettings, OutboxDispatcher
 from lisgw.services.recovery import recover
 from lisgw.services.responder import HostQueryResponder
 from lisgw.services.status import StatusReporter
-from lisgw.store import migrate, work
-from lisgw.store.database import make_engine
-from lisgw.store.records import OutboxState, QueueTarget
 from lisgw.store.runner import Store
 from lisgw.transports.astm import AstmLinkFactory, AstmLinkProtocol
 from lisgw.transports.mllp import MllpServerFactory, MllpSettings
@@ -86,7 +84,7 @@ from lisgw.transports.tcp import (
     ReconnectingClient,
     ReconnectPolicy,
 )
-from lisgw.transports.tls import TlsMaterial, client_endpoint, server_endpoint
+from lisgw.transports.tls import client_endpoint, server_endpoint
 
 __all__ = [
     "DISPATCH_POLL_INTERVAL",
@@ -108,102 +106,6 @@ DISPATCH_POLL_INTERVAL: Final = 0.2
 # 10 ms (30 ms before): on PostgreSQL at 50 x 1 session/s, p50 EOT -> HIS ACK 13 ms lower
 # and p99 lower in three alternated pairs, with no throughput cost seen (bench/README.md).
 DISPATCH_WAKE_DELAY: Final = 0.01
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayParts:
-    """What the configuration names, loaded once: drivers, HIS profile, codes, TLS."""
-
-    catalogue: Catalogue
-    his_profile: HisProfile
-    test_codes: TestCodeMap | None
-    tls: TlsMaterial | None
-
-    @classmethod
-    def load(cls, config: GatewayConfig) -> GatewayParts:
-        """Load the files ``config`` names (already checked by load_config); ConfigError."""
-        catalogue = (
-            Catalogue.load(config.drivers_dirs) if config.drivers_dirs else default_catalogue()
-        )
-        codes = TestCodeMap.load(config.test_codes) if config.test_codes else None
-        tls = None
-        if config.his.tls is not None:
-            if config.his.tls.ca is None:
-                raise ConfigError(["his.tls.ca: required (the CA of both HIS link ends)"])
-            tls = TlsMaterial.from_files(config.his.tls.ca, config.his.tls.cert, config.his.tls.key)
-        return cls(catalogue, HisProfile.load(config.his.profile_path), codes, tls)
-
-
-def worker_name(config: GatewayConfig) -> str:
-    """This gateway's name in outbox claims: the same after a restart, different for another
-    gateway process (another host, or another data directory) sharing the store."""
-    return f"{socket.gethostname()}:{config.data_dir}"[:120]
-
-
-def order_routes(
-    config: GatewayConfig, codes: TestCodeMap | None
-) -> dict[str, tuple[QueueTarget, ...]]:
-    """HIS test code → the analyzers that perform it (connections with a pinned driver whose
-    codes the mapping table lists), for the order queue."""
-    routes: dict[str, list[QueueTarget]] = {}
-    if codes is None:
-        return {}
-    for connection in config.connections:
-        if connection.driver is None:
-            continue
-        name = driver_name(connection.driver)
-        for mapped in codes:
-            if mapped.driver == name:
-                target = QueueTarget(connection.name, mapped.analyzer_code)
-                routes.setdefault(mapped.his_code, []).append(target)
-    return {code: tuple(targets) for code, targets in routes.items()}
-
-
-def open_store(config: GatewayConfig, reactor: Any) -> Store:
-    """The store, migrated to head, with every configured connection registered (blocking:
-    called before the reactor runs). StoreError when the database cannot be used."""
-    if config.store_url.startswith("sqlite"):
-        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    engine = make_engine(config.store_url)
-    migrate.upgrade(engine)
-    store = Store(engine, reactor=reactor)
-    store.run_sync(_register_connections, config.connections, reactor.seconds())
-    return store
-
-
-def _register_connections(
-    conn: sa.Connection, connections: Sequence[ConnectionConfig], now: float
-) -> None:
-    for connection in connections:
-        work.register_connection(
-            conn,
-            connection.name,
-            driver=connection.driver or "",
-            protocol=str(connection.protocol),
-            transport=str(connection.transport),
-            now=now,
-        )
-
-
-def release_own_claims(conn: sa.Connection, worker: str, now: float) -> int:
-    """One unit of work: outbox rows ``worker`` held when it died go back to pending now
-    (their lease could last many minutes); returns how many. The HIS may have received
-    one of them: it comes again with the same MSH-10, which the HIS can drop."""
-    released = 0
-    while True:
-        rows = [
-            row
-            for row in work.outbox_rows(conn, state=OutboxState.INFLIGHT, limit=100_000)
-            if row.claimed_by == worker
-        ]
-        if not rows:
-            return released
-        for row in rows:
-            reason = "released: the gateway restarted before the outcome was recorded"
-            work.outbox_retry(
-                conn, row.id, worker=worker, next_attempt_at=now, error=reason, now=now
-            )
-        released += len(rows)
 
 
 def _settled(waiting: Deferred[Any]) -> Deferred[None]:
