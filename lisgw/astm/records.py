@@ -166,10 +166,7 @@ class Record:
     def repeats(self, field: int) -> tuple[Repeat, ...]:
         """The repeats of field ``field``; ``()`` when the record has no such field."""
         _check_position(field, 1, 1)
-        fields = self._fields
-        if fields is None:
-            texts = self._split()
-            return self._parse(field, texts[field - 1]) if field <= len(texts) else ()
+        fields = self.fields  # parsed once: a driver reads several fields, some twice
         return fields[field - 1] if field <= len(fields) else ()
 
     def component(self, field: int, component: int = 1, repeat: int = 1) -> str:
