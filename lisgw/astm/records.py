@@ -12,8 +12,10 @@ components, escape sequences decoded per component), the header record whose fie
 delimiter definition) is kept verbatim, and trailing fields that a sender may omit.
 
 Decoding is built for throughput. A lenient decode splits nothing at all: it keeps the record's
-text and splits fields, repeats and components only when they are asked for; equality and
-hashing still compare the structured content. Strict decoding parses everything at once, so
+text and splits fields, repeats and components only when they are asked for (a plain
+``component`` read splits only the field list; ``repeats`` parses the whole record once and
+keeps it, since a driver reads most fields of a record); equality and hashing still compare
+the structured content. Strict decoding parses everything at once, so
 that every error surfaces as a ``CodecError`` whose ``where`` names the record type and field
 (``R.4``) or component (``R.4.2``).
 
