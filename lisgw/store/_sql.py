@@ -20,18 +20,38 @@ T = TypeVar("T")
 CHUNK: Final = 500
 
 
-def insert_ignore(connection: sa.Connection, table: sa.Table, index_elements: Sequence[str]) -> Any:
-    """INSERT … ON CONFLICT (index_elements) DO NOTHING, on either backend.
+def insert_ignore(
+    connection: sa.Connection,
+    table: sa.Table,
+    index_elements: Sequence[str],
+    *,
+    returning: bool = False,
+) -> Any:
+    """INSERT … ON CONFLICT (index_elements) DO NOTHING, on either backend; ``returning``:
+    with RETURNING of every column.
 
     Both dialects support it (SQLite since 3.24); with RETURNING, skipped rows return
-    nothing, which is how the units of work tell new rows from duplicates.
+    nothing, which is how the units of work tell new rows from duplicates. Built once per
+    dialect and shape (statements are immutable): some run for every transfer (issue 6).
     """
     name = connection.dialect.name
-    if name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=index_elements)
-    if name == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing(index_elements=index_elements)
-    raise StoreError(f"unsupported database dialect {name!r}")
+    key = (name, table.name, tuple(index_elements), returning)
+    statement = _IGNORING.get(key)
+    if statement is None:
+        if name == "postgresql":
+            insert: Any = postgresql.insert(table)
+        elif name == "sqlite":
+            insert = sqlite.insert(table)
+        else:
+            raise StoreError(f"unsupported database dialect {name!r}")
+        statement = insert.on_conflict_do_nothing(index_elements=index_elements)
+        if returning:
+            statement = statement.returning(*table.c)
+        _IGNORING[key] = statement
+    return statement
+
+
+_IGNORING: dict[tuple[str, str, tuple[str, ...], bool], Any] = {}
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:

@@ -184,16 +184,9 @@ def _insert_outbox(
         }
         for p in payloads
     ]
-    statement = _OUTBOX_INSERTS.get(conn.dialect.name)
-    if statement is None:
-        statement = insert_ignore(conn, outbox, ["identity"]).returning(*outbox.c)
-        _OUTBOX_INSERTS[conn.dialect.name] = statement
+    statement = insert_ignore(conn, outbox, ["identity"], returning=True)
     # RETURNING order is not the VALUES order: sort by id, which is the per-sample order.
     return sorted((outbox_row(row) for row in conn.execute(statement, rows)), key=lambda r: r.id)
-
-
-# INSERT … ON CONFLICT DO NOTHING RETURNING * of the outbox, built once per dialect.
-_OUTBOX_INSERTS: dict[str, Any] = {}
 
 
 def _carriers(

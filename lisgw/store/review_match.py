@@ -248,7 +248,7 @@ def _queue(
         "created_at": now,
         "delivered_at": None,
     }
-    statement = insert_ignore(conn, outbox, ["identity"]).returning(*outbox.c)
+    statement = insert_ignore(conn, outbox, ["identity"], returning=True)
     row = conn.execute(statement, values).one_or_none()
     if row is None:  # the same content was queued before: never a second row
         row = conn.execute(sa.select(outbox).where(outbox.c.identity == identity)).one()
