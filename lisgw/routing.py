@@ -253,7 +253,7 @@ class _Router:
         self.driver = driver
         self.codes = codes
         self.orders = orders
-        self._positions: dict[int, dict[tuple[str, str], list[int]]] = {}
+        self._positions: dict[str, dict[tuple[str, str], list[int]]] = {}
 
     def route(
         self, specimen: Specimen, result: Result, identity: str, seen: set[str]
@@ -297,7 +297,7 @@ class _Router:
         if specimen.qc:
             return _Verdict("qc", "QC sample: never matched to patient orders")
         tests = self.orders.get(sample_id, []) if sample_id else []
-        order = self._order_test(tests, result.test, mapped)
+        order = self._order_test(sample_id, tests, result.test, mapped)
         if order is not None:
             return _Verdict("matched", order=order)
         reasons = []
@@ -312,7 +312,7 @@ class _Router:
         return _Verdict("extra", f"test {result.test!r} not ordered for sample {sample_id!r}")
 
     def _order_test(
-        self, tests: Sequence[OpenOrder], test: str, mapped: MappedCode | None
+        self, sample_id: str, tests: Sequence[OpenOrder], test: str, mapped: MappedCode | None
     ) -> OpenOrder | None:
         """The order test this result completes: the HIS code, else the analyzer code.
 
@@ -322,7 +322,7 @@ class _Router:
         """
         if not tests:
             return None
-        by_code = self._codes_of(tests)
+        by_code = self._codes_of(sample_id, tests)
         at = set(by_code.get(("his", mapped.his_code), ())) if mapped is not None else set()
         if test:
             at.update(by_code.get(("analyzer", test), ()))
@@ -332,16 +332,18 @@ class _Router:
                 return candidate
         return candidates[0] if candidates else None
 
-    def _codes_of(self, tests: Sequence[OpenOrder]) -> dict[tuple[str, str], list[int]]:
-        """Positions in ``tests`` by HIS code and by analyzer code, built once per sample
-        (a CBC has ≈ 40 results against ≈ 40 order tests: no scan per result)."""
-        key = id(tests)
-        found = self._positions.get(key)
+    def _codes_of(
+        self, sample_id: str, tests: Sequence[OpenOrder]
+    ) -> dict[tuple[str, str], list[int]]:
+        """Positions in ``tests`` (the sample's order tests) by HIS code and by analyzer
+        code, built once per sample (a CBC has ≈ 40 results against ≈ 40 order tests: no
+        scan per result)."""
+        found = self._positions.get(sample_id)
         if found is None:
             found = {}
             for i, t in enumerate(tests):
                 found.setdefault(("his", t.his_code), []).append(i)
                 if t.analyzer_code != "":
                     found.setdefault(("analyzer", t.analyzer_code), []).append(i)
-            self._positions[key] = found
+            self._positions[sample_id] = found
         return found

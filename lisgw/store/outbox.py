@@ -87,15 +87,16 @@ def _candidates() -> sa.Select[tuple[int]]:
     # PostgreSQL: FOR UPDATE OF o SKIP LOCKED; SQLAlchemy renders nothing on SQLite.
     return (
         sa.select(row.c.id)
-        .where(_due(row, sa.bindparam("now")), ~blocked)
+        .where(_due(row), ~blocked)
         .order_by(row.c.id)
         .limit(sa.bindparam("limit"))
         .with_for_update(skip_locked=True, of=row)
     )
 
 
-def _due(table: sa.FromClause, now: float | sa.BindParameter[float]) -> sa.ColumnElement[bool]:
-    """Pending and due, or inflight with its lease run out."""
+def _due(table: sa.FromClause) -> sa.ColumnElement[bool]:
+    """Pending and due, or inflight with its lease run out, at the bound ``now``."""
+    now: sa.BindParameter[float] = sa.bindparam("now")
     return sa.or_(
         sa.and_(table.c.state == str(OutboxState.PENDING), table.c.next_attempt_at <= now),
         sa.and_(table.c.state == str(OutboxState.INFLIGHT), table.c.lease_until <= now),
@@ -108,7 +109,7 @@ _CANDIDATES: Final = _candidates()
 # the row lock were missing) is re-checked by PostgreSQL on update and left out.
 _CLAIM: Final = (
     sa.update(outbox)
-    .where(outbox.c.id.in_(sa.bindparam("ids", expanding=True)), _due(outbox, sa.bindparam("now")))
+    .where(outbox.c.id.in_(sa.bindparam("ids", expanding=True)), _due(outbox))
     .values(
         state=str(OutboxState.INFLIGHT),
         claimed_by=sa.bindparam("worker"),
