@@ -38,13 +38,9 @@ def insert_ignore(
     key = (name, table.name, tuple(index_elements), returning)
     statement = _IGNORING.get(key)
     if statement is None:
-        if name == "postgresql":
-            insert: Any = postgresql.insert(table)
-        elif name == "sqlite":
-            insert = sqlite.insert(table)
-        else:
-            raise StoreError(f"unsupported database dialect {name!r}")
-        statement = insert.on_conflict_do_nothing(index_elements=index_elements)
+        statement = dialect_insert(connection, table).on_conflict_do_nothing(
+            index_elements=index_elements
+        )
         if returning:
             statement = statement.returning(*table.c)
         _IGNORING[key] = statement
@@ -52,6 +48,16 @@ def insert_ignore(
 
 
 _IGNORING: dict[tuple[str, str, tuple[str, ...], bool], Any] = {}
+
+
+def dialect_insert(connection: sa.Connection, table: sa.Table) -> Any:
+    """The backend's own INSERT construct (it has ON CONFLICT): PostgreSQL's or SQLite's."""
+    name = connection.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise StoreError(f"unsupported database dialect {name!r}")
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:

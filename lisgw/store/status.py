@@ -20,10 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from lisgw.errors import StoreError
-from lisgw.store._sql import ensure_connection
+from lisgw.store._sql import dialect_insert, ensure_connection
 from lisgw.store.records import ConnectionState
 from lisgw.store.schema import connection_status, nodes
 
@@ -122,12 +120,6 @@ def _upsert(conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> Non
 
 def _upsert_statement(conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> Any:
     """INSERT … ON CONFLICT (name) DO UPDATE of the columns in ``values`` (its keys)."""
-    name = conn.dialect.name
-    if name == "postgresql":
-        insert: Any = postgresql.insert(table)
-    elif name == "sqlite":
-        insert = sqlite.insert(table)
-    else:
-        raise StoreError(f"unsupported database dialect {name!r}")
+    insert = dialect_insert(conn, table)
     changed = {key: insert.excluded[key] for key in values if key != "name"}
     return insert.on_conflict_do_update(index_elements=["name"], set_=changed)
